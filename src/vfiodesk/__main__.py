@@ -1,0 +1,3 @@
+from vfiodesk.cli.main import run
+
+run()

@@ -1,0 +1,1 @@
+"""Pure judgements over probed host facts: findings with hints, group roles."""

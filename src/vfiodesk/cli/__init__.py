@@ -1,0 +1,1 @@
+"""The command line: click + rich, imported lazily so `--json` paths stay fast."""

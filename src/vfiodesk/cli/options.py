@@ -1,0 +1,53 @@
+"""Options and helpers shared by commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from vfiodesk.host.roots import open_root
+from vfiodesk.paths import ROOT_ENV, HostPaths
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+root_option = click.option(
+    "--root", "root", metavar="DIR|ARCHIVE", envvar=ROOT_ENV, default=None,
+    help="Act on a tree that mirrors / (or a snapshot archive) instead of this host "
+         f"[env: {ROOT_ENV}]. External commands are printed, not run.",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+dry_run_option = click.option("--dry-run", is_flag=True,
+                              help="Print exactly what would be written or run; change nothing.")
+connect_option = click.option("--connect", "-c", "uri", metavar="URI", default=None,
+                              envvar="LIBVIRT_DEFAULT_URI",
+                              help="libvirt connection URI (as virsh -c), e.g. qemu+ssh://host/system.")
+
+
+def host_paths(root: str | None) -> HostPaths:
+    """Open ``--root`` for the running command; a snapshot is cleaned up when it ends."""
+    ctx = click.get_current_context()
+    stack = ExitStack()
+    ctx.call_on_close(stack.close)
+    return open_root(root, stack)
+
+
+def emit_json(payload: object) -> None:
+    json.dump(payload, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def console() -> Console:
+    from rich.console import Console
+
+    # Piped output (logs, bug reports) should not be cut to rich's default 80 columns.
+    wide = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
+    return Console(highlight=False, width=wide)

@@ -1,0 +1,63 @@
+"""Small readers for sysfs/procfs attribute files that name the file on failure."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from vfiodesk.errors import HostReadError
+
+
+def read_attr(path: Path) -> str | None:
+    """The stripped text of an attribute, or None when the file does not exist."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(65536)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise HostReadError(f"cannot read {path}: {exc.strerror}",
+                            "run as root, or check that the root is a readable host tree") from exc
+    try:
+        return data.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise HostReadError(f"{path} holds binary data, not text",
+                            "the host tree is damaged; take a fresh snapshot") from None
+
+
+def read_hex_attr(path: Path, digits: int) -> int | None:
+    """A ``0x``-prefixed hex attribute (vendor, device, class); None when absent."""
+    text = read_attr(path)
+    if text is None:
+        return None
+    try:
+        value = int(text, 16)
+    except ValueError:
+        raise HostReadError(f"{path} holds {text[:40]!r}, expected a hex number like 0x10de",
+                            "the host tree is damaged; take a fresh snapshot") from None
+    if value >> (4 * digits):
+        raise HostReadError(f"{path} holds {text[:40]!r}, wider than {digits} hex digits",
+                            "the host tree is damaged; take a fresh snapshot")
+    return value
+
+
+def read_int_attr(path: Path) -> int | None:
+    text = read_attr(path)
+    if text is None or text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise HostReadError(f"{path} holds {text[:40]!r}, expected a number",
+                            "the host tree is damaged; take a fresh snapshot") from None
+
+
+def read_link_name(path: Path) -> str | None:
+    """The last component of a symlink's target (driver, iommu_group); None when absent."""
+    try:
+        return os.path.basename(os.readlink(path))
+    except FileNotFoundError:
+        return None
+    except OSError:
+        # A directory standing in for the link (some archivers flatten links).
+        return path.name if path.is_dir() else None

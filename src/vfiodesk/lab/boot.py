@@ -1,0 +1,166 @@
+"""Booting the lab kernel with virtme-ng and running one command inside it as root.
+
+virtme-ng shares this machine's root filesystem read-only into the guest (with writable
+overlays on /etc, /var, /tmp...), so the guest runs this very vfiodesk and Python.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vfiodesk.errors import InputError, VfiodeskError
+from vfiodesk.lab.kernel import check_lab_kernel, find_lab_kernel
+from vfiodesk.lab.layout import IOMMU_KERNEL_ARGS, IOMMU_KINDS, IommuKind, qemu_args
+from vfiodesk.model.sizes import MIB, parse_size
+
+_SETUP_HINT = "run `vfiodesk lab setup` to install the lab's packages"
+
+
+@dataclass(frozen=True)
+class LabSpec:
+    """How to boot the lab machine."""
+
+    iommu: IommuKind = "intel"
+    kernel: Path | None = None
+    cpus: int = 2
+    memory: str = "1G"
+    cmdline: str = ""
+    qemu_args: str = ""
+    bare: bool = False
+    accel: str = "tcg"
+    env: dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.iommu not in IOMMU_KINDS:
+            raise InputError(f"unknown IOMMU {self.iommu!r}", "use --iommu intel or --iommu amd")
+        if not 1 <= self.cpus <= 64:
+            raise InputError(f"--cpus {self.cpus} is out of range", "give 1 to 64 CPUs")
+        if parse_size(self.memory, default_unit="M") < 256 * MIB:
+            raise InputError(f"--memory {self.memory} is too small", "give at least 256M")
+        if self.accel not in ("tcg", "kvm"):
+            raise InputError(f"unknown accelerator {self.accel!r}", "use --accel tcg or --accel kvm")
+        try:
+            shlex.split(self.qemu_args)
+        except ValueError as exc:
+            raise InputError(f"--qemu-args cannot be split into arguments: {exc}",
+                             "quote it like a shell would: --qemu-args '-device foo,bar=1'") from None
+
+
+def tool_path(name: str) -> str:
+    """A lab tool from the venv vfiodesk runs in, else from PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise VfiodeskError(f"{name} is not installed", _SETUP_HINT)
+    return found
+
+
+def build_vng_argv(spec: LabSpec, kernel: Path, script: Path) -> list[str]:
+    """The virtme-ng command line that boots ``kernel`` and runs ``script`` inside."""
+    memory_mib = parse_size(spec.memory, default_unit="M") // MIB
+    append = " ".join((*IOMMU_KERNEL_ARGS[spec.iommu], spec.cmdline)).strip()
+    qemu = qemu_args(spec.iommu, bare=spec.bare, extra=tuple(shlex.split(spec.qemu_args)))
+    argv = [tool_path("vng"), "--run", str(kernel), "--memory", f"{memory_mib}M",
+            "--cpus", str(spec.cpus), f"--qemu-opts={shlex.join(qemu)}",
+            "--exec", f"sh {shlex.quote(str(script))}"]
+    if spec.accel == "tcg":
+        # KVM cannot run every guest on every host (nested VMX quirks); TCG always works.
+        argv.insert(1, "--disable-kvm")
+    if append:
+        argv += ["--append", append]
+    return argv
+
+
+def write_guest_script(workdir: Path, command: Sequence[str] | str, env: dict[str, str]) -> Path:
+    """A script the guest runs: PATH with this venv first, then the command.
+
+    It lives under a host directory the guest sees read-only (virtme-ng shares the root).
+    """
+    lines = ["set -u", f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH"]
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
+    lines.append(command if isinstance(command, str) else f"exec {shlex.join(command)}")
+    script = workdir / "guest.sh"
+    script.write_text("\n".join(lines) + "\n")
+    return script
+
+
+@dataclass(frozen=True)
+class LabResult:
+    returncode: int
+    output: str
+    seconds: float
+
+
+def run_in_lab(spec: LabSpec, command: Sequence[str] | str, *,
+               on_line: Callable[[str], None] | None = None, timeout: float = 900) -> LabResult:
+    """Boot the lab, run ``command`` (argv, or a shell script text) as root, return its status.
+
+    The whole QEMU process group is killed on any exit path (error, timeout, Ctrl-C), so no
+    stray QEMU stays behind.
+    """
+    spec.validate()
+    kernel = check_lab_kernel(spec.kernel) if spec.kernel else find_lab_kernel()
+    tool_path("qemu-system-x86_64")
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # vng calls virtme-run
+    lines: list[str] = []
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="vfiodesk-lab-", dir=_shared_tmp()) as workdir:
+        script = write_guest_script(Path(workdir), command, spec.env)
+        argv = build_vng_argv(spec, kernel, script)
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            assert process.stdout is not None
+            for raw in process.stdout:
+                line = raw.decode("utf-8", "replace").replace("\r", "").rstrip("\n")
+                lines.append(line)
+                if on_line is not None:
+                    on_line(line)
+                if time.monotonic() - started > timeout:
+                    raise VfiodeskError(f"the lab did not finish in {timeout:.0f} s",
+                                        "raise the timeout, or look at the output above")
+            returncode = process.wait(timeout=max(1.0, timeout - (time.monotonic() - started)))
+        except subprocess.TimeoutExpired:
+            raise VfiodeskError(f"the lab did not finish in {timeout:.0f} s",
+                                "raise the timeout, or look at the output above") from None
+        finally:
+            _kill_group(process)
+    return LabResult(returncode, "\n".join(lines), time.monotonic() - started)
+
+
+def _shared_tmp() -> str:
+    """A host directory the guest can read: /tmp is overlaid in the guest but shows the host's files."""
+    return tempfile.gettempdir()
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        # The leader is gone; anything it left in its group (a QEMU) goes too.
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -1,0 +1,70 @@
+"""Every absolute host path vfiodesk reads or writes, resolved under one root.
+
+A root of ``/`` is the real host; any other directory is a fake tree, an extracted
+snapshot, or a staging area, and every probe and writer treats them the same.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT_ENV = "VFIODESK_ROOT"
+
+# Relative to the root, so that joining never escapes it.
+SYS_PCI_DEVICES = "sys/bus/pci/devices"
+SYS_PCI_DRIVERS = "sys/bus/pci/drivers"
+SYS_PCI_DRIVERS_PROBE = "sys/bus/pci/drivers_probe"
+SYS_IOMMU_GROUPS = "sys/kernel/iommu_groups"
+SYS_CPU = "sys/devices/system/cpu"
+SYS_NODE = "sys/devices/system/node"
+SYS_HUGEPAGES = "sys/kernel/mm/hugepages"
+SYS_FIRMWARE_ACPI_TABLES = "sys/firmware/acpi/tables"
+SYS_MODULE = "sys/module"
+SYS_VTCONSOLE = "sys/class/vtconsole"
+PROC_CMDLINE = "proc/cmdline"
+PROC_CPUINFO = "proc/cpuinfo"
+PROC_MEMINFO = "proc/meminfo"
+PROC_MODULES = "proc/modules"
+PROC_MOUNTS = "proc/mounts"
+PROC_NET_ROUTE = "proc/net/route"
+PROC_SYS_KERNEL_OSRELEASE = "proc/sys/kernel/osrelease"
+DEV_KVM = "dev/kvm"
+DEV_VFIO = "dev/vfio"
+DEV_KMSG = "dev/kmsg"
+ETC_OS_RELEASE = "etc/os-release"
+ETC_GROUP = "etc/group"
+ETC_LIBVIRT_HOOKS = "etc/libvirt/hooks"
+LIB_MODULES = "lib/modules"
+RUN_VFIODESK = "run/vfiodesk"
+VAR_LIB_VFIODESK = "var/lib/vfiodesk"
+PCI_IDS_CANDIDATES = (
+    "usr/share/hwdata/pci.ids",
+    "usr/share/misc/pci.ids",
+    "usr/share/pci.ids",
+)
+
+
+@dataclass(frozen=True)
+class HostPaths:
+    """Resolves host paths under ``root``."""
+
+    root: Path = Path("/")
+
+    @classmethod
+    def from_env(cls, root: str | os.PathLike[str] | None = None) -> HostPaths:
+        """The root given, else ``$VFIODESK_ROOT``, else ``/``."""
+        chosen = root if root is not None else os.environ.get(ROOT_ENV) or "/"
+        return cls(Path(chosen))
+
+    @property
+    def is_real_host(self) -> bool:
+        """True when the root is the running system, where external commands may run."""
+        return self.root.resolve() == Path("/")
+
+    def __call__(self, relative: str, *parts: str) -> Path:
+        return self.root.joinpath(relative, *parts)
+
+    def pci_device(self, address: str) -> Path:
+        return self(SYS_PCI_DEVICES, address)
