@@ -39,6 +39,8 @@ class LabSpec:
     bare: bool = False
     accel: str = "tcg"
     env: dict[str, str] = field(default_factory=dict)
+    rw_dirs: tuple[Path, ...] = ()  # host directories the guest may write (results, captures)
+    numa: tuple[str, ...] = ()  # vng --numa specs: "512M,cpus=0-1"
 
     def validate(self) -> None:
         if self.iommu not in IOMMU_KINDS:
@@ -80,6 +82,8 @@ def build_vng_argv(spec: LabSpec, kernel: Path, script: Path) -> list[str]:
         argv.insert(1, "--disable-kvm")
     if append:
         argv += ["--append", append]
+    argv += [f"--rwdir={directory}" for directory in spec.rw_dirs]
+    argv += [f"--numa={node}" for node in spec.numa]
     return argv
 
 
