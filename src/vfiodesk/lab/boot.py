@@ -6,6 +6,7 @@ overlays on /etc, /var, /tmp...), so the guest runs this very vfiodesk and Pytho
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -153,10 +154,8 @@ def _shared_tmp() -> str:
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is not None:
         # The leader is gone; anything it left in its group (a QEMU) goes too.
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         return
     for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
         try:

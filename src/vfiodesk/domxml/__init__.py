@@ -1,0 +1,1 @@
+"""libvirt domain XML, edited in place as a document (unknown elements and comments survive)."""
