@@ -100,3 +100,32 @@ PCI_IDS_SAMPLE = """\
 C 03  Display controller
 \t00  VGA compatible controller
 """
+
+
+def ready_host(root: Path, *, vendor: str = "GenuineIntel", cmdline: str | None = None) -> FakeHost:
+    """``desktop_host`` plus everything doctor wants: CPU flags, firmware table, kvm, vfio
+    modules, QEMU, OVMF, libvirt, virt-manager, a user in the libvirt group."""
+    host = desktop_host(root)
+    flag = "vmx" if vendor == "GenuineIntel" else "svm"
+    host.file("proc/cpuinfo", f"processor\t: 0\nvendor_id\t: {vendor}\nmodel name\t: Test CPU\n"
+                              f"flags\t\t: fpu {flag} sse2\n\nprocessor\t: 1\n")
+    host.file("sys/firmware/acpi/tables/DMAR" if flag == "vmx" else "sys/firmware/acpi/tables/IVRS")
+    host.file("dev/kvm")
+    host.file("proc/sys/kernel/osrelease", "6.1.0-test\n")
+    host.file("proc/modules", "kvm_intel 380928 0 - Live 0x0\n")
+    host.file("lib/modules/6.1.0-test/modules.dep",
+              "kernel/drivers/vfio/vfio.ko.xz:\nkernel/drivers/vfio/vfio_iommu_type1.ko.xz: "
+              "kernel/drivers/vfio/vfio.ko.xz\nkernel/drivers/vfio/pci/vfio-pci.ko.xz: "
+              "kernel/drivers/vfio/vfio.ko.xz\n")
+    host.file("lib/modules/6.1.0-test/modules.builtin", "")
+    if cmdline is None:
+        cmdline = ("BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro quiet "
+                   + ("intel_iommu=on iommu=pt" if flag == "vmx" else "iommu=pt"))
+    host.file("proc/cmdline", cmdline + "\n")
+    host.file("dev/kmsg", "6,1,0,-;DMAR: IOMMU enabled\n6,2,0,-;Run /init as init process\n")
+    for program in ("usr/bin/qemu-system-x86_64", "usr/sbin/libvirtd", "usr/bin/virt-manager"):
+        host.file(program)
+    host.file("usr/share/OVMF/OVMF_CODE_4M.fd")
+    host.file("etc/os-release", 'ID=debian\nVERSION_ID="12"\n')
+    host.file("etc/group", "root:x:0:\nlibvirt:x:120:alice\n")
+    return host

@@ -39,6 +39,16 @@ ETC_LIBVIRT_HOOKS = "etc/libvirt/hooks"
 LIB_MODULES = "lib/modules"
 RUN_VFIODESK = "run/vfiodesk"
 VAR_LIB_VFIODESK = "var/lib/vfiodesk"
+# Where distributions put the OVMF (x86_64 UEFI) firmware for QEMU.
+OVMF_CANDIDATES = (
+    "usr/share/OVMF/OVMF_CODE_4M.fd",  # Debian 12+, Ubuntu 22.04+
+    "usr/share/OVMF/OVMF_CODE.fd",  # older Debian/Ubuntu
+    "usr/share/edk2/ovmf/OVMF_CODE.fd",  # Fedora
+    "usr/share/edk2/x64/OVMF_CODE.4m.fd",  # Arch
+    "usr/share/edk2-ovmf/x64/OVMF_CODE.fd",  # older Arch
+    "usr/share/qemu/ovmf-x86_64-code.bin",  # openSUSE
+)
+BIN_DIRS = ("usr/bin", "usr/sbin", "bin", "sbin", "usr/local/bin", "usr/local/sbin")
 PCI_IDS_CANDIDATES = (
     "usr/share/hwdata/pci.ids",
     "usr/share/misc/pci.ids",

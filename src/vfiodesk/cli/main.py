@@ -13,6 +13,8 @@ from vfiodesk.errors import ExitStatus, VfiodeskError
 # name -> "module:attribute"; modules are imported only when their command runs.
 COMMANDS: dict[str, str] = {
     "devices": "vfiodesk.cli.devices:devices",
+    "doctor": "vfiodesk.cli.doctor:doctor",
+    "snapshot": "vfiodesk.cli.snapshot:snapshot",
 }
 
 
