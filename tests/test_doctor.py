@@ -123,3 +123,29 @@ def test_table_output_ends_with_the_verdict(tmp_path: Path, capsys: pytest.Captu
     result = run_cli(capsys, "doctor", "--root", str(host.root))
     assert "Not ready" in result.stdout and "modprobe kvm_intel" in result.stdout
     assert result.status == ExitStatus.HOST_NOT_READY
+
+
+@pytest.mark.parametrize("iommu", ["intel", "amd"])
+def test_lab_snapshots_read_like_the_real_lab(iommu: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Snapshots taken inside the lab's real kernel (emulated VT-d / AMD-Vi)."""
+    archive = str(SNAPSHOTS / f"lab-{iommu}.tar.gz")
+    payload = run_cli(capsys, "devices", "--json", "--root", archive).json()
+    assert payload["iommu_enabled"] is True
+    by_address = {d["address"]: d for d in payload["devices"]}
+    gpu, audio = by_address["0000:01:00.0"], by_address["0000:01:00.1"]
+    assert (gpu["vendor_id"], gpu["device_id"], gpu["driver"]) == ("1234", "1111", "bochs-drm")
+    assert gpu["boot_vga"] is True and audio["driver"] == "snd_hda_intel"
+    assert gpu["iommu_group"] == audio["iommu_group"] and audio["role"] == "companion"
+    strangers = [by_address[a] for a in ("0000:04:01.0", "0000:04:02.0")]
+    assert strangers[0]["iommu_group"] == strangers[1]["iommu_group"]
+    assert by_address["0000:03:00.0"]["iommu_group"] == strangers[0]["iommu_group"]
+    assert "stranger" in {s["role"] for s in strangers}
+    checks = checks_of(run_cli(capsys, "doctor", "--json", "--root", archive).json())
+    assert checks["iommu-enabled"]["status"] == "pass"
+    assert checks["vfio-modules"]["status"] == "pass"
+    assert checks["gpu-candidate"]["status"] == "warn"  # the lab's only GPU is its console
+    if iommu == "intel":
+        assert "DMAR: IOMMU enabled" in checks["iommu-enabled"]["summary"]
+    else:
+        assert checks["kernel-cmdline"]["status"] == "warn"
+        assert "amd_iommu=on" in checks["kernel-cmdline"]["summary"]

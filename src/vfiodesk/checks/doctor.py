@@ -173,8 +173,11 @@ def check_gpu_candidate(facts: HostFacts) -> Finding:
     if not gpus:
         return Finding("gpu-candidate", Status.FAIL, "no GPU found", "install a second graphics card")
     if not spare:
-        return Finding("gpu-candidate", Status.FAIL,
-                       f"the only GPU ({gpus[0].address}) is the host's boot display",
+        # Single-GPU passthrough works (vfiodesk detaches the console first), but the host
+        # has no picture while the VM runs: advice, not a blocker.
+        return Finding("gpu-candidate", Status.WARN,
+                       f"the only GPU ({gpus[0].address}) is the host's boot display: the host "
+                       "will have no picture while the VM owns it",
                        "use the integrated GPU for the host (set it primary in the firmware) "
                        "and pass the other card")
     if not facts.iommu_groups:
