@@ -19,6 +19,7 @@ from vfiodesk import paths as P
 from vfiodesk.errors import VfiodeskError
 from vfiodesk.host.facts import PROGRAMS
 from vfiodesk.host.kernel import read_kernel_release, read_kmsg_records
+from vfiodesk.host.sysfs import read_bytes
 
 # Globs (relative to the root) of the files the probes read. Directories are walked.
 CAPTURED_FILES = (
@@ -87,6 +88,9 @@ def write_snapshot(host: P.HostPaths, out: Path) -> int:
 def _expand(root: Path, pattern: str) -> Iterator[str]:
     for brace_free in _braces(pattern):
         for match in sorted(glob.glob(str(root / brace_free))):
+            if not brace_free.startswith("sys/"):
+                yield os.path.relpath(match, root)
+                continue
             # Store under the real directory (sys/devices/...), not through sysfs's links.
             parent = os.path.realpath(os.path.dirname(match))
             yield os.path.relpath(os.path.join(parent, os.path.basename(match)), root.resolve())
@@ -129,8 +133,7 @@ def _add_kernel_files(archive: tarfile.TarFile, host: P.HostPaths) -> int:
 
 def _read(path: Path) -> bytes | None:
     try:
-        with open(path, "rb") as handle:
-            return handle.read(_MAX_FILE)
+        return read_bytes(path, _MAX_FILE)
     except OSError:
         return None  # write-only or vanished attributes are simply not captured
 

@@ -14,6 +14,7 @@ from vfiodesk.errors import ExitStatus, VfiodeskError
 COMMANDS: dict[str, str] = {
     "devices": "vfiodesk.cli.devices:devices",
     "doctor": "vfiodesk.cli.doctor:doctor",
+    "lab": "vfiodesk.cli.lab:lab",
     "snapshot": "vfiodesk.cli.snapshot:snapshot",
 }
 

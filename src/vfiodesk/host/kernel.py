@@ -9,7 +9,7 @@ import stat
 from dataclasses import dataclass
 
 from vfiodesk import paths as P
-from vfiodesk.host.sysfs import read_attr
+from vfiodesk.host.sysfs import FILE_LIMIT, read_attr
 from vfiodesk.model.cmdline import KernelCmdline
 
 # Lines the IOMMU drivers print at boot (drivers/iommu/intel/dmar.c, drivers/iommu/amd/init.c).
@@ -42,7 +42,7 @@ class ModuleState:
 
 def read_modules(host: P.HostPaths) -> ModuleState:
     loaded = set()
-    text = read_attr(host(P.PROC_MODULES)) or ""
+    text = read_attr(host(P.PROC_MODULES), FILE_LIMIT) or ""
     for line in text.splitlines():
         if line.strip():
             loaded.add(line.split()[0])
@@ -51,8 +51,8 @@ def read_modules(host: P.HostPaths) -> ModuleState:
     available: set[str] = set()
     if release:
         base = host(P.LIB_MODULES, release)
-        builtin = _module_names(read_attr(base / "modules.builtin") or "")
-        available = _module_names(read_attr(base / "modules.dep") or "")
+        builtin = _module_names(read_attr(base / "modules.builtin", FILE_LIMIT) or "")
+        available = _module_names(read_attr(base / "modules.dep", FILE_LIMIT) or "")
     return ModuleState(frozenset(loaded), frozenset(builtin), frozenset(available))
 
 
@@ -80,7 +80,7 @@ def read_kmsg_records(host: P.HostPaths) -> list[str] | None:
         return None
     if stat.S_ISCHR(mode):
         return _read_kmsg_device(str(path))
-    text = read_attr(path)
+    text = read_attr(path, FILE_LIMIT)
     return [] if text is None else text.splitlines()
 
 

@@ -7,12 +7,29 @@ from pathlib import Path
 
 from vfiodesk.errors import HostReadError
 
+ATTR_LIMIT = 64 * 1024  # a sysfs attribute is at most a page; more means a wrong file
+FILE_LIMIT = 64 * 1024 * 1024  # proc/cpuinfo, modules.dep, kernel log: large but bounded
 
-def read_attr(path: Path) -> str | None:
+
+def read_bytes(path: Path, limit: int) -> bytes:
+    """At most ``limit`` bytes, read in page-sized chunks: procfs sysctl files fail a single
+    huge read (the kernel allocates a buffer of the requested size)."""
+    chunks: list[bytes] = []
+    size = 0
+    with open(path, "rb", buffering=0) as handle:
+        while size < limit:
+            chunk = handle.read(min(65536, limit - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    return b"".join(chunks)
+
+
+def read_attr(path: Path, limit: int = ATTR_LIMIT) -> str | None:
     """The stripped text of an attribute, or None when the file does not exist."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(65536)
+        data = read_bytes(path, limit)
     except FileNotFoundError:
         return None
     except OSError as exc:

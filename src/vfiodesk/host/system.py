@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 
 from vfiodesk import paths as P
-from vfiodesk.host.sysfs import read_attr
+from vfiodesk.host.sysfs import FILE_LIMIT, read_attr
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class CpuInfo:
 
 
 def read_cpuinfo(host: P.HostPaths) -> CpuInfo | None:
-    text = read_attr(host(P.PROC_CPUINFO))
+    text = read_attr(host(P.PROC_CPUINFO), FILE_LIMIT)
     if text is None:
         return None
     fields: dict[str, str] = {}

@@ -1,0 +1,70 @@
+"""`vfiodesk lab demo`: the seed's story told end to end inside the lab, each step verified.
+
+The host boots the lab once and runs ``python -m vfiodesk.lab.demo --inside`` there; each step
+prints one ``@@ {"step", "ok", "detail"}`` line that the host turns into a summary table.
+Steps live in ``vfiodesk.lab.steps`` modules and register themselves with ``@step``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+RESULT_PREFIX = "@@ "
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    title: str
+    run: Callable[[dict[str, object]], StepOutcome]  # gets a shared state dict
+
+
+STEPS: list[Step] = []
+
+
+def step(name: str, title: str) -> Callable[[Callable[[dict[str, object]], StepOutcome]],
+                                            Callable[[dict[str, object]], StepOutcome]]:
+    """Register a demo step; steps run in import order."""
+    def register(function: Callable[[dict[str, object]], StepOutcome]
+                 ) -> Callable[[dict[str, object]], StepOutcome]:
+        STEPS.append(Step(name, title, function))
+        return function
+    return register
+
+
+def load_steps() -> list[Step]:
+    from vfiodesk.lab.steps import inventory  # noqa: F401  (registration)
+
+    return STEPS
+
+
+def run_inside() -> int:
+    """Run every step in the guest; a failed step does not stop the story (later ones say why)."""
+    state: dict[str, object] = {}
+    failed = 0
+    for item in load_steps():
+        print(f"--- {item.title}", flush=True)
+        try:
+            outcome = item.run(state)
+        except Exception as exc:  # a demo step's crash is a failed step, reported with its reason
+            outcome = StepOutcome(False, f"{type(exc).__name__}: {exc}")
+        failed += not outcome.ok
+        record = {"step": item.name, "title": item.title, "ok": outcome.ok, "detail": outcome.detail}
+        print(RESULT_PREFIX + json.dumps(record), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--inside"]:
+    # Run the registry of the importable module, not of this __main__ copy the steps never see.
+    from vfiodesk.lab.demo import run_inside as run_registered
+
+    sys.exit(run_registered())

@@ -1,0 +1,1 @@
+"""Demo steps, one module per feature; each registers with vfiodesk.lab.demo.step."""

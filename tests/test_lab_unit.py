@@ -1,0 +1,88 @@
+"""The lab's command building and kernel discovery, without booting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.cli import run_cli
+from vfiodesk.errors import InputError, VfiodeskError
+from vfiodesk.lab.boot import LabSpec, build_vng_argv
+from vfiodesk.lab.kernel import check_lab_kernel, find_lab_kernel
+
+
+def make_kernel(boot: Path, modules: Path, release: str, *, vfio: bool) -> Path:
+    image = boot / f"vmlinuz-{release}"
+    image.parent.mkdir(parents=True, exist_ok=True)
+    image.write_bytes(b"kernel")
+    (modules / release).mkdir(parents=True)
+    dep = "kernel/drivers/vfio/pci/vfio-pci.ko.xz: kernel/drivers/vfio/vfio.ko.xz\n" if vfio else ""
+    (modules / release / "modules.dep").write_text(dep + "kernel/fs/ext4/ext4.ko:\n")
+    return image
+
+
+def test_newest_kernel_with_vfio_pci_is_chosen(tmp_path: Path) -> None:
+    boot, modules = tmp_path / "boot", tmp_path / "modules"
+    make_kernel(boot, modules, "6.1.0-9-amd64", vfio=True)
+    wanted = make_kernel(boot, modules, "6.1.0-56-amd64", vfio=True)
+    make_kernel(boot, modules, "6.12.0-1-custom", vfio=False)
+    assert find_lab_kernel(boot, modules) == wanted
+
+
+def test_no_kernel_with_vfio_is_a_clear_error(tmp_path: Path) -> None:
+    boot, modules = tmp_path / "boot", tmp_path / "modules"
+    image = make_kernel(boot, modules, "6.12.0-1-custom", vfio=False)
+    with pytest.raises(VfiodeskError, match="has vfio-pci among its modules"):
+        find_lab_kernel(boot, modules)
+    with pytest.raises(VfiodeskError, match="no vfio-pci module"):
+        check_lab_kernel(image, modules)
+    with pytest.raises(VfiodeskError, match="no kernel image"):
+        find_lab_kernel(tmp_path / "empty", modules)
+
+
+def test_argv_has_the_iommu_the_layout_and_never_kvm_by_default(tmp_path: Path) -> None:
+    argv = build_vng_argv(LabSpec(iommu="amd", cmdline="iommu=pt", qemu_args="-device foo,bar=1"),
+                          Path("/boot/vmlinuz-x"), tmp_path / "guest.sh")
+    assert "--disable-kvm" in argv
+    qemu = next(arg for arg in argv if arg.startswith("--qemu-opts="))
+    assert "amd-iommu,intremap=on" in qemu and "VGA,bus=rp1,addr=0.0,multifunction=on" in qemu
+    assert qemu.endswith("-device foo,bar=1")
+    assert argv[argv.index("--append") + 1] == "iommu=pt"
+    bare = build_vng_argv(LabSpec(bare=True), Path("/k"), tmp_path / "g.sh")
+    bare_qemu = next(arg for arg in bare if arg.startswith("--qemu-opts="))
+    assert "VGA" not in bare_qemu and "intel-iommu" in bare_qemu
+    assert bare[bare.index("--append") + 1] == "intel_iommu=on"
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    (LabSpec(iommu="via"), "unknown IOMMU"),  # type: ignore[arg-type]
+    (LabSpec(qemu_args="-device 'unclosed"), "cannot be split"),
+    (LabSpec(memory="12 bananas"), "is not a size"),
+    (LabSpec(memory="64M"), "too small"),
+    (LabSpec(cpus=0), "out of range"),
+])
+def test_bad_lab_specs_are_refused(spec: LabSpec, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        spec.validate()
+
+
+def test_cli_refuses_an_unknown_iommu(capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_cli(capsys, "lab", "run", "--iommu", "via", "--", "true")
+    assert result.status == 2 and "'via' is not one of 'intel', 'amd'" in result.stderr
+
+
+def test_cli_refuses_a_kernel_without_vfio(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_cli(capsys, "lab", "run", "--kernel", str(tmp_path / "vmlinuz-nope"), "--", "true")
+    assert result.status == 1 and "does not exist" in result.stderr
+
+
+def test_lab_setup_dry_run_prints_the_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/os-release").write_text("ID=ubuntu\nID_LIKE=debian\n")
+    result = run_cli(capsys, "lab", "setup", "--root", str(tmp_path))
+    assert "would run: apt-get update" in result.stdout
+    assert "linux-image-generic" in result.stdout and result.status == 0
+    (tmp_path / "etc/os-release").write_text("ID=fedora\n")
+    refused = run_cli(capsys, "lab", "setup", "--root", str(tmp_path))
+    assert refused.status == 1 and "knows Debian and Ubuntu" in refused.stderr
