@@ -9,7 +9,7 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TextIO
 
 from vfiodesk.errors import VfiodeskError
@@ -31,7 +31,7 @@ class CommandRunner:
 
     host: HostPaths
     dry_run: bool = False
-    out: TextIO = sys.stderr
+    out: TextIO = field(default_factory=lambda: sys.stderr)  # looked up late: tests capture it
 
     @property
     def will_run(self) -> bool:

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from vfiodesk.checks.groups import GroupView, Role, classify_group, default_targets
+from vfiodesk.checks.reset import reset_advice
 from vfiodesk.cli.options import console, emit_json, host_paths, json_option, root_option
 from vfiodesk.host.pci import group_devices, read_iommu_group_numbers, scan_pci_devices
 from vfiodesk.host.pciids import PciNames, read_pci_names
@@ -59,6 +60,7 @@ def device_json(device: PciDevice, role: Role | None, names: PciNames) -> dict[s
         "numa_node": device.numa_node,
         "driver_override": device.driver_override,
         "role": None if device.iommu_group is None or role is None else role.value,
+        "reset_warnings": reset_advice(device),
         "problems": list(device.problems),
     }
 
@@ -94,8 +96,13 @@ def print_groups(views: list[GroupView], names: PciNames, iommu_enabled: bool) -
             label = _ROLE_LABEL[role] if view.number is not None else ""
             if device.boot_vga:
                 label += " (boot VGA)"
+            if reset_advice(device):
+                label += " [yellow](reset!)[/]"
             table.add_row(str(device.address), device.ids, f"{device.class_code:06x}",
                           f"{vendor} {name}".strip(), device.driver or "-",
                           f"[{_ROLE_STYLE[role]}]{label}[/]")
         out.print(table)
+        for device, _ in view.roles:
+            for advice in reset_advice(device):
+                out.print(f"  [yellow]reset:[/] {advice}")
         out.print()

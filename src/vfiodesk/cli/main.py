@@ -12,10 +12,13 @@ from vfiodesk.errors import ExitStatus, VfiodeskError
 
 # name -> "module:attribute"; modules are imported only when their command runs.
 COMMANDS: dict[str, str] = {
+    "bind": "vfiodesk.cli.bind:bind",
     "devices": "vfiodesk.cli.devices:devices",
     "doctor": "vfiodesk.cli.doctor:doctor",
     "lab": "vfiodesk.cli.lab:lab",
+    "restore": "vfiodesk.cli.bind:restore",
     "snapshot": "vfiodesk.cli.snapshot:snapshot",
+    "unbind": "vfiodesk.cli.bind:unbind",
 }
 
 

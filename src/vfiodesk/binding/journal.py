@@ -1,0 +1,90 @@
+"""The binding journal: one file per device under run/vfiodesk/devices, written before any change.
+
+run/ is a tmpfs: after a reboot the kernel's default binding is back and the journal is
+gone with it, which is what we want.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from vfiodesk import paths as P
+from vfiodesk.errors import HostReadError, VfiodeskError
+from vfiodesk.model.pci import PciAddress
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    address: str
+    original_driver: str | None
+    original_override: str | None
+    owner: str  # who bound it: "cli" or a VM name
+    consoles: tuple[str, ...] = ()  # vtcon entries unbound for this GPU, rebound on release
+    nvidia_unloaded: bool = False
+
+
+def journal_dir(host: P.HostPaths) -> Path:
+    return host(P.RUN_VFIODESK, "devices")
+
+
+def write_atomic(path: Path, data: str) -> None:
+    """Write via a temp file, fsync, rename: a crash leaves the old or the new file, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "w") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def record(host: P.HostPaths, entry: DeviceRecord) -> None:
+    write_atomic(journal_dir(host) / f"{entry.address}.json", json.dumps(asdict(entry)))
+
+
+def forget(host: P.HostPaths, address: str) -> None:
+    (journal_dir(host) / f"{address}.json").unlink(missing_ok=True)
+
+
+def read_records(host: P.HostPaths) -> dict[str, DeviceRecord]:
+    records = {}
+    directory = journal_dir(host)
+    if not directory.is_dir():
+        return {}
+    for path in sorted(directory.glob("*.json")):
+        try:
+            raw = json.loads(path.read_text())
+            PciAddress.parse(raw["address"])
+            records[raw["address"]] = DeviceRecord(
+                raw["address"], raw["original_driver"], raw["original_override"], raw["owner"],
+                tuple(raw.get("consoles", ())), bool(raw.get("nvidia_unloaded", False)))
+        except (ValueError, KeyError, TypeError, VfiodeskError) as exc:
+            raise HostReadError(f"the journal file {path} is damaged ({exc})",
+                                "check the device by hand (vfiodesk devices), then delete the file") from None
+    return records
+
+
+@contextlib.contextmanager
+def locked(host: P.HostPaths, *, dry_run: bool = False) -> Iterator[None]:
+    """Serialize binding operations (CLI, hooks of several VMs) on one lock file.
+
+    A dry run writes nothing, not even the lock file."""
+    if dry_run:
+        yield
+        return
+    path = host(P.RUN_VFIODESK, "lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
