@@ -7,6 +7,7 @@ Steps live in ``vfiodesk.lab.steps`` modules and register themselves with ``@ste
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from collections.abc import Callable
@@ -29,6 +30,8 @@ class Step:
 
 
 STEPS: list[Step] = []
+# Story order; a feature adds its module (vfiodesk/lab/steps/<name>.py) here.
+STEP_MODULES = ("inventory", "binding")
 
 
 def step(name: str, title: str) -> Callable[[Callable[[dict[str, object]], StepOutcome]],
@@ -42,7 +45,8 @@ def step(name: str, title: str) -> Callable[[Callable[[dict[str, object]], StepO
 
 
 def load_steps() -> list[Step]:
-    from vfiodesk.lab.steps import inventory  # noqa: F401  (registration)
+    for name in STEP_MODULES:
+        importlib.import_module(f"vfiodesk.lab.steps.{name}")
 
     return STEPS
 
