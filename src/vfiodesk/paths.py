@@ -44,6 +44,28 @@ ETC_LIBVIRT_HOOKS = "etc/libvirt/hooks"
 LIB_MODULES = "lib/modules"
 RUN_VFIODESK = "run/vfiodesk"
 VAR_LIB_VFIODESK = "var/lib/vfiodesk"
+# Host configuration (vfiodesk host ...): boot loaders, initramfs, services.
+SYS_FIRMWARE_EFI = "sys/firmware/efi"
+ETC_DEFAULT_GRUB = "etc/default/grub"
+ETC_DEFAULT_GRUB_D = "etc/default/grub.d"  # *.cfg, sourced after etc/default/grub
+ETC_KERNEL_CMDLINE = "etc/kernel/cmdline"  # kernel-install(8)
+LOADER_ENTRY_DIRS = ("boot/loader/entries", "efi/loader/entries", "boot/efi/loader/entries")
+UKI_DIRS = ("boot/EFI/Linux", "efi/EFI/Linux", "boot/efi/EFI/Linux")
+BOOT_EFI_EFI = "boot/efi/EFI"  # <distro>/grub.cfg on EFI systems
+RUN_OSTREE_BOOTED = "run/ostree-booted"
+ETC_KERNELSTUB_CONFIG = "etc/kernelstub/configuration"
+ETC_MODPROBE_D = "etc/modprobe.d"
+ETC_INITRAMFS_TOOLS_MODULES = "etc/initramfs-tools/modules"
+ETC_DRACUT_CONF_D = "etc/dracut.conf.d"
+ETC_MKINITCPIO_CONF = "etc/mkinitcpio.conf"
+ETC_MKINITCPIO_CONF_D = "etc/mkinitcpio.conf.d"
+ETC_CRYPTTAB = "etc/crypttab"
+ETC_SYSCTL_D = "etc/sysctl.d"
+ETC_NETWORKMANAGER = "etc/NetworkManager"
+ETC_PULSE_DEFAULT_PA = "etc/pulse/default.pa"
+ETC_PIPEWIRE_PULSE_D = "etc/pipewire/pipewire-pulse.conf.d"
+ETC_LIBVIRT_QEMU_CONF = "etc/libvirt/qemu.conf"
+ETC_PASSWD = "etc/passwd"
 # Where distributions put the OVMF (x86_64 UEFI) firmware for QEMU.
 OVMF_CANDIDATES = (
     "usr/share/OVMF/OVMF_CODE_4M.fd",  # Debian 12+, Ubuntu 22.04+

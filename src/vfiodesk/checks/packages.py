@@ -40,9 +40,17 @@ def distro_family(os_release: dict[str, str]) -> str | None:
     return None
 
 
-def install_command(os_release: dict[str, str], needs: list[str]) -> str:
-    """The command that installs ``needs`` on this distribution (or the package list)."""
+def install_argv(os_release: dict[str, str], needs: list[str]) -> list[str] | None:
+    """The install command for ``needs``, or None on an unknown distribution."""
     family = distro_family(os_release)
     if family is None:
+        return None
+    return [*_INSTALL[family], *(PACKAGES[need][family] for need in needs)]
+
+
+def install_command(os_release: dict[str, str], needs: list[str]) -> str:
+    """The command that installs ``needs`` on this distribution (or the package list)."""
+    argv = install_argv(os_release, needs)
+    if argv is None:
         return "install: " + ", ".join(needs) + " (with your distribution's package manager)"
-    return shlex.join([*_INSTALL[family], *(PACKAGES[need][family] for need in needs)])
+    return shlex.join(argv)

@@ -15,6 +15,7 @@ COMMANDS: dict[str, str] = {
     "bind": "vfiodesk.cli.bind:bind",
     "devices": "vfiodesk.cli.devices:devices",
     "doctor": "vfiodesk.cli.doctor:doctor",
+    "host": "vfiodesk.cli.host:host",
     "lab": "vfiodesk.cli.lab:lab",
     "restore": "vfiodesk.cli.bind:restore",
     "snapshot": "vfiodesk.cli.snapshot:snapshot",

@@ -14,6 +14,8 @@ class CpuInfo:
     vendor: str | None  # "GenuineIntel", "AuthenticAMD"
     model_name: str | None
     flags: frozenset[str]
+    family: int | None = None  # "cpu family" and "model": Intel's family 6 models name generations
+    model: int | None = None
 
     @property
     def is_intel(self) -> bool:
@@ -35,7 +37,12 @@ def read_cpuinfo(host: P.HostPaths) -> CpuInfo | None:
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
     return CpuInfo(fields.get("vendor_id"), fields.get("model name"),
-                   frozenset(fields.get("flags", "").split()))
+                   frozenset(fields.get("flags", "").split()),
+                   _int_or_none(fields.get("cpu family")), _int_or_none(fields.get("model")))
+
+
+def _int_or_none(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() else None
 
 
 def read_acpi_tables(host: P.HostPaths) -> frozenset[str] | None:

@@ -1,0 +1,1 @@
+"""The host-file editor: atomic writes, backups, a change journal, and undo."""
