@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vfiodesk.paths import HostPaths
+
+
+def config_space(vendor: int, device: int, cls: int, revision: int, subsystem: tuple[int, int]) -> bytes:
+    """The first 64 bytes of a type-0 PCI config header, so lspci can read fake trees too."""
+    header = bytearray(64)
+    struct.pack_into("<HH", header, 0x00, vendor, device)
+    header[0x08] = revision
+    header[0x09:0x0C] = bytes(((cls >> 0) & 0xFF, (cls >> 8) & 0xFF, (cls >> 16) & 0xFF))
+    struct.pack_into("<HH", header, 0x2C, *subsystem)
+    return bytes(header)
 
 
 @dataclass
@@ -52,6 +63,7 @@ class FakeHost:
             attributes["reset_method"] = reset_method
         for name, value in attributes.items():
             self.file(f"{real}/{name}", value + "\n")
+        self.file(f"{real}/config", config_space(vendor, device, cls, revision, subsystem))
         self.link(f"sys/bus/pci/devices/{address}", f"../../../devices/pci{address[:4]}:00/{address}")
         if driver is not None:
             (self.root / f"sys/bus/pci/drivers/{driver}").mkdir(parents=True, exist_ok=True)

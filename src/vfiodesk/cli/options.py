@@ -41,8 +41,9 @@ def host_paths(root: str | None) -> HostPaths:
 
 
 def emit_json(payload: object) -> None:
-    json.dump(payload, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    """Indented for a person at a terminal; compact (and C-encoded, ~10x faster) for pipes."""
+    indent = 2 if sys.stdout.isatty() else None
+    sys.stdout.write(json.dumps(payload, indent=indent) + "\n")
 
 
 def console() -> Console:

@@ -42,8 +42,9 @@ def scan_pci_devices(host: P.HostPaths) -> list[PciDevice]:
 
 def read_pci_device(host: P.HostPaths, address: PciAddress) -> PciDevice:
     """One function's attributes (Documentation/ABI/testing/sysfs-bus-pci)."""
-    base = host.pci_device(str(address))
-    if not base.exists():
+    # Plain strings, not Path objects: this runs for every file of every device.
+    base = os.path.join(host.root, P.SYS_PCI_DEVICES, str(address))
+    if not os.path.exists(base):
         raise HostReadError(f"no PCI device {address} on this host",
                             "list the devices with `vfiodesk devices`")
     problems: list[str] = []
@@ -55,25 +56,25 @@ def read_pci_device(host: P.HostPaths, address: PciAddress) -> PciDevice:
             problems.append(exc.message)
             return None
 
-    vendor = guarded(lambda: read_hex_attr(base / "vendor", 4))
-    device = guarded(lambda: read_hex_attr(base / "device", 4))
-    class_code = guarded(lambda: read_hex_attr(base / "class", 6))
+    vendor = guarded(lambda: read_hex_attr(f"{base}/vendor", 4))
+    device = guarded(lambda: read_hex_attr(f"{base}/device", 4))
+    class_code = guarded(lambda: read_hex_attr(f"{base}/class", 6))
     if vendor is None or device is None or class_code is None:
         problems.append(f"{base} lacks readable vendor/device/class files")
-    reset_text = guarded(lambda: read_attr(base / "reset_method"))
-    boot_vga = guarded(lambda: read_int_attr(base / "boot_vga"))
-    numa = guarded(lambda: read_int_attr(base / "numa_node"))
-    override = guarded(lambda: read_attr(base / "driver_override"))
+    reset_text = guarded(lambda: read_attr(f"{base}/reset_method"))
+    boot_vga = guarded(lambda: read_int_attr(f"{base}/boot_vga"))
+    numa = guarded(lambda: read_int_attr(f"{base}/numa_node"))
+    override = guarded(lambda: read_attr(f"{base}/driver_override"))
     return PciDevice(
         address=address,
         vendor_id=vendor or 0,
         device_id=device or 0,
         class_code=class_code or 0,
-        subsystem_vendor_id=guarded(lambda: read_hex_attr(base / "subsystem_vendor", 4)),
-        subsystem_device_id=guarded(lambda: read_hex_attr(base / "subsystem_device", 4)),
-        revision=guarded(lambda: read_hex_attr(base / "revision", 2)),
-        driver=read_link_name(base / "driver"),
-        iommu_group=_group_number(read_link_name(base / "iommu_group")),
+        subsystem_vendor_id=guarded(lambda: read_hex_attr(f"{base}/subsystem_vendor", 4)),
+        subsystem_device_id=guarded(lambda: read_hex_attr(f"{base}/subsystem_device", 4)),
+        revision=guarded(lambda: read_hex_attr(f"{base}/revision", 2)),
+        driver=read_link_name(f"{base}/driver"),
+        iommu_group=_group_number(read_link_name(f"{base}/iommu_group")),
         boot_vga=None if boot_vga is None else boot_vga == 1,
         # reset_method exists since Linux 5.15; an empty file means no reset at all.
         reset_methods=None if reset_text is None else tuple(reset_text.split()),

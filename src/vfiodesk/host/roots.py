@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tarfile
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
@@ -20,6 +19,8 @@ def open_root(root: str | os.PathLike[str] | None, stack: ExitStack) -> P.HostPa
     host = P.HostPaths.from_env(root)
     if host.root.is_dir():
         return host
+    import tarfile  # only archives need it; keeps plain --root fast
+
     if not host.root.exists():
         raise HostReadError(f"root {host.root} does not exist", _ROOT_HINT)
     if not tarfile.is_tarfile(host.root):

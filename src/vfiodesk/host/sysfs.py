@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from vfiodesk.errors import HostReadError
 
@@ -11,22 +10,25 @@ ATTR_LIMIT = 64 * 1024  # a sysfs attribute is at most a page; more means a wron
 FILE_LIMIT = 64 * 1024 * 1024  # proc/cpuinfo, modules.dep, kernel log: large but bounded
 
 
-def read_bytes(path: Path, limit: int) -> bytes:
+def read_bytes(path: str | os.PathLike[str], limit: int) -> bytes:
     """At most ``limit`` bytes, read in page-sized chunks: procfs sysctl files fail a single
     huge read (the kernel allocates a buffer of the requested size)."""
     chunks: list[bytes] = []
     size = 0
-    with open(path, "rb", buffering=0) as handle:
+    fd = os.open(path, os.O_RDONLY)
+    try:
         while size < limit:
-            chunk = handle.read(min(65536, limit - size))
+            chunk = os.read(fd, min(65536, limit - size))
             if not chunk:
                 break
             chunks.append(chunk)
             size += len(chunk)
+    finally:
+        os.close(fd)
     return b"".join(chunks)
 
 
-def read_attr(path: Path, limit: int = ATTR_LIMIT) -> str | None:
+def read_attr(path: str | os.PathLike[str], limit: int = ATTR_LIMIT) -> str | None:
     """The stripped text of an attribute, or None when the file does not exist."""
     try:
         data = read_bytes(path, limit)
@@ -42,7 +44,7 @@ def read_attr(path: Path, limit: int = ATTR_LIMIT) -> str | None:
                             "the host tree is damaged; take a fresh snapshot") from None
 
 
-def read_hex_attr(path: Path, digits: int) -> int | None:
+def read_hex_attr(path: str | os.PathLike[str], digits: int) -> int | None:
     """A ``0x``-prefixed hex attribute (vendor, device, class); None when absent."""
     text = read_attr(path)
     if text is None:
@@ -58,7 +60,7 @@ def read_hex_attr(path: Path, digits: int) -> int | None:
     return value
 
 
-def read_int_attr(path: Path) -> int | None:
+def read_int_attr(path: str | os.PathLike[str]) -> int | None:
     text = read_attr(path)
     if text is None or text == "":
         return None
@@ -69,7 +71,7 @@ def read_int_attr(path: Path) -> int | None:
                             "the host tree is damaged; take a fresh snapshot") from None
 
 
-def read_link_name(path: Path) -> str | None:
+def read_link_name(path: str | os.PathLike[str]) -> str | None:
     """The last component of a symlink's target (driver, iommu_group); None when absent."""
     try:
         return os.path.basename(os.readlink(path))
@@ -77,4 +79,4 @@ def read_link_name(path: Path) -> str | None:
         return None
     except OSError:
         # A directory standing in for the link (some archivers flatten links).
-        return path.name if path.is_dir() else None
+        return os.path.basename(path) if os.path.isdir(path) else None
