@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vfiodesk import paths as P
 from vfiodesk.errors import HostReadError, InputError
-from vfiodesk.hostfiles.atomic import write_atomic
+from vfiodesk.hostfiles.atomic import file_error, write_atomic
 
 _ID_RE = re.compile(r"^(\d{4,})-[a-z0-9-]+$")
 
@@ -49,8 +49,12 @@ def changes_dir(host: P.HostPaths) -> Path:
 def locked(host: P.HostPaths) -> Iterator[Path]:
     """One writer of host files at a time."""
     directory = changes_dir(host)
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as handle:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle = open(directory / ".lock", "w")  # noqa: SIM115 (held for the with-block below)
+    except OSError as exc:
+        raise file_error(f"/{P.VAR_LIB_VFIODESK}/changes", exc) from None
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield directory
 
