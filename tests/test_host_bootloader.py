@@ -12,7 +12,8 @@ from vfiodesk.host.boot import read_boot_facts
 from vfiodesk.plan.hostconfig.bootloader import detect_loader, grub_update_command, plan_kernel_params
 from vfiodesk.plan.hostconfig.params import Want
 
-WANTS = (Want("intel_iommu", ("on",), frozenset({"off"})), Want("iommu", ("pt",), frozenset({"nopt"})))
+WANTS = (Want("intel_iommu", ("on",), frozenset({"off"})), Want("amd_iommu", ()),
+         Want("iommu", ("pt",), frozenset({"nopt"})))
 CMDLINE = "BOOT_IMAGE=/vmlinuz-6.1.0 root=UUID=1234 ro quiet amd_iommu=on\n"
 
 

@@ -29,7 +29,7 @@ def plan_iommu_params(cpu: CpuInfo | None, *, igfx_off: bool, passthrough: bool)
     notes: list[str] = []
     if cpu.is_intel:
         options = ("on", "igfx_off") if igfx_off else ("on",)
-        wants.append(Want("intel_iommu", options, frozenset({"off"})))
+        wants += [Want("intel_iommu", options, frozenset({"off"})), Want("amd_iommu", ())]
         if igfx_off:
             notes.append("igfx_off leaves the integrated GPU outside the IOMMU: the seed's cure for "
                          "boot or HDMI-audio trouble with the host's iGPU (the log then says "
@@ -38,7 +38,7 @@ def plan_iommu_params(cpu: CpuInfo | None, *, igfx_off: bool, passthrough: bool)
         if igfx_off:
             raise InputError("--igfx-off is an Intel option (intel_iommu=igfx_off); this CPU is AMD",
                              "leave --igfx-off out")
-        wants.append(Want("amd_iommu", (), frozenset({"off"})))
+        wants += [Want("amd_iommu", (), frozenset({"off"})), Want("intel_iommu", ())]
         notes.append("AMD-Vi is on by default when the firmware enables it: no amd_iommu= needed")
     if passthrough:
         wants.append(Want("iommu", ("pt",), frozenset({"nopt", "off"})))

@@ -28,8 +28,9 @@ _SAFE_WORD_RE = re.compile(r"^[A-Za-z0-9_.,:=/+-]+$")
 
 @dataclass(frozen=True)
 class Want:
-    """A parameter that must be present: with ``options`` among its comma-separated options
-    (none of ``conflicts``), or, when ``single``, with exactly ``options[0]`` as its value."""
+    """A parameter we manage: with ``options`` among its comma-separated options (none of
+    ``conflicts``, none the kernel does not know), or, when ``single``, with exactly
+    ``options[0]`` as its value. No options: only checked, never added."""
 
     name: str
     options: tuple[str, ...]
@@ -105,19 +106,18 @@ def plan_words(segments: Sequence[Sequence[str]], wants: Sequence[Want]) -> Word
             if want is not None and want.single:
                 found[param.key].append(_Occurrence((seg, index), param.name, word, options))
                 continue
+            if want is None:
+                continue
             known = KNOWN_OPTIONS.get(param.key)
             kept = options
             if known is not None:
                 bogus = [option for option in options if option not in known]
                 kept = [option for option in options if option in known]
                 notes += [f"removed {param.name}={option}: the kernel has no such option" for option in bogus]
-            if want is not None:
-                dropped = [option for option in kept if option in want.conflicts]
-                kept = [option for option in kept if option not in want.conflicts]
-                notes += [f"removed {param.name}={option}: it undoes {want.word}" for option in dropped]
-                found[param.key].append(_Occurrence((seg, index), param.name, word, kept))
-            elif kept != options:
-                replace[(seg, index)] = f"{param.name}={','.join(kept)}" if kept else None
+            dropped = [option for option in kept if option in want.conflicts]
+            kept = [option for option in kept if option not in want.conflicts]
+            notes += [f"removed {param.name}={option}: it undoes {want.word}" for option in dropped]
+            found[param.key].append(_Occurrence((seg, index), param.name, word, kept))
     append: list[str] = []
     for want in wants:
         occurrences = found[want.key]
