@@ -173,3 +173,16 @@ def test_devices_shows_reset_warnings(tmp_path: Path, capsys: pytest.CaptureFixt
     amd = next(d for d in payload["devices"] if d["address"] == "0000:02:00.0")
     assert any("no reset method" in w for w in amd["reset_warnings"])
     assert any("Polaris GPU with the known reset bug" in w for w in amd["reset_warnings"])
+
+
+def test_a_gpu_held_by_a_display_server_is_refused(host: FakeHost,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    (host.root / "sys/devices/pci0000:00/0000:01:00.0/drm/card1").mkdir(parents=True)
+    host.file("proc/812/comm", "Xorg\n")
+    host.link("proc/812/fd/14", "/dev/dri/card1")
+    host.file("proc/900/comm", "bash\n")
+    host.link("proc/900/fd/0", "/dev/pts/0")
+    result = run_cli(capsys, "bind", "01:00", "--root", str(host.root))
+    assert result.status == ExitStatus.REFUSED
+    assert "is in use by 812 Xorg" in result.stderr and "bash" not in result.stderr
+    assert read_records(host.paths) == {}

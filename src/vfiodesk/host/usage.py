@@ -91,38 +91,49 @@ def _device_nodes(host: P.HostPaths, address: PciAddress) -> set[str]:
     return {f"/dev/dri/{name}" for name in names if name.startswith(("card", "renderD"))}
 
 
-def read_holders(host: P.HostPaths, nodes: set[str]) -> tuple[str, ...]:
-    """``pid comm`` of processes with one of ``nodes`` open (proc/*/fd links)."""
-    holders = []
-    exact = {node for node in nodes if not node.endswith("*")}
-    prefixes = tuple(node[:-1] for node in nodes if node.endswith("*"))
+def read_open_files(host: P.HostPaths) -> dict[str, set[str]]:
+    """``pid comm`` -> device nodes each process holds open (one pass over proc/*/fd)."""
+    found: dict[str, set[str]] = {}
     try:
         pids = [entry for entry in os.listdir(host(P.PROC)) if entry.isdigit()]
     except OSError:
-        return ()
+        return found
     for pid in pids:
+        fd_dir = os.path.join(host.root, P.PROC, pid, "fd")
         try:
-            fds = os.listdir(host(P.PROC, pid, "fd"))
+            fds = os.listdir(fd_dir)
         except OSError:
             continue
+        targets = set()
         for fd in fds:
             try:
-                target = os.readlink(host(P.PROC, pid, "fd", fd))
+                target = os.readlink(os.path.join(fd_dir, fd))
             except OSError:
                 continue
-            if target in exact or (prefixes and target.startswith(prefixes)):
-                comm = read_attr(host(P.PROC, pid, "comm")) or "?"
-                holders.append(f"{pid} {comm}")
-                break
+            if target.startswith("/dev/"):
+                targets.add(target)
+        if targets:
+            comm = read_attr(host(P.PROC, pid, "comm")) or "?"
+            found[f"{pid} {comm}"] = targets
+    return found
+
+
+def holders_of(open_files: dict[str, set[str]], nodes: set[str]) -> tuple[str, ...]:
+    """Processes holding one of ``nodes`` (a trailing ``*`` matches a prefix)."""
+    exact = {node for node in nodes if not node.endswith("*")}
+    prefixes = tuple(node[:-1] for node in nodes if node.endswith("*"))
+    holders = [process for process, targets in open_files.items()
+               if targets & exact or (prefixes and any(t.startswith(prefixes) for t in targets))]
     return tuple(sorted(holders, key=lambda h: int(h.split()[0])))
 
 
 def read_host_usage(host: P.HostPaths, gpus: list[PciAddress]) -> HostUsage:
+    open_files = read_open_files(host)
     return HostUsage(
         root_fs=read_root_fs_devices(host),
         default_route=read_default_route_devices(host),
         fb_consoles=read_fb_consoles(host),
         device_holders={gpu: holders for gpu in gpus
-                        if (holders := read_holders(host, _device_nodes(host, gpu)))},
-        nvidia_holders=read_holders(host, {"/dev/nvidia*"}),
+                        if (holders := holders_of(open_files, _device_nodes(host, gpu)))},
+        nvidia_holders=holders_of(open_files, {"/dev/nvidia*"}),
     )
