@@ -13,6 +13,7 @@ from vfiodesk.errors import ExitStatus, VfiodeskError
 # name -> "module:attribute"; modules are imported only when their command runs.
 COMMANDS: dict[str, str] = {
     "bind": "vfiodesk.cli.bind:bind",
+    "cpus": "vfiodesk.cli.cpus:cpus",
     "devices": "vfiodesk.cli.devices:devices",
     "doctor": "vfiodesk.cli.doctor:doctor",
     "host": "vfiodesk.cli.host:host",
