@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "restore": "vfiodesk.cli.bind:restore",
     "snapshot": "vfiodesk.cli.snapshot:snapshot",
     "unbind": "vfiodesk.cli.bind:unbind",
+    "vm": "vfiodesk.cli.vm:vm",
 }
 
 

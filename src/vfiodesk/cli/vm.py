@@ -1,0 +1,181 @@
+"""`vfiodesk vm create|tune`: the Windows passthrough domain, on libvirt's own API."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vfiodesk.cli.options import connect_option, host_paths, root_option
+from vfiodesk.domxml.document import DomainDocument
+from vfiodesk.domxml.tune import post_install
+from vfiodesk.errors import InputError
+from vfiodesk.host.cpu import read_cpu_topology
+from vfiodesk.host.pci import scan_pci_devices
+from vfiodesk.host.usage import HostUsage
+from vfiodesk.model.pci import PciDevice, parse_pci_pattern
+from vfiodesk.paths import HostPaths
+from vfiodesk.plan.bind import plan_bind
+from vfiodesk.plan.pinning import plan_pinning
+from vfiodesk.plan.vm import (
+    VIRTIO_DRIVER_FOLDER,
+    VmRequest,
+    load_profile,
+    merge,
+    new_domain,
+    parse_disk,
+    plan_tuning,
+)
+
+
+@click.group()
+def vm() -> None:
+    """Create and tune the passthrough VM's libvirt domain."""
+
+
+def passed_devices(host: HostPaths, request: VmRequest) -> list[PciDevice]:
+    """Every endpoint of the GPU's and USB controller's groups; unsafe groups are refused."""
+    patterns = [parse_pci_pattern(text) for text in (request.gpu, request.usb_controller) if text]
+    if not patterns:
+        return []
+    # The same rules as binding (whole groups, no strangers); host usage is checked at start.
+    return list(plan_bind(scan_pci_devices(host), patterns, HostUsage()).devices)
+
+
+def _check_local_files(host: HostPaths, request: VmRequest, uri: str | None) -> None:
+    if uri and not uri.startswith("qemu:///"):
+        return  # files live on the remote host; libvirt will say if they are missing
+    for label, path in (("--iso", request.iso), ("--virtio-iso", request.virtio_iso)):
+        if path and not os.path.isfile(host(path.lstrip("/"))):
+            raise InputError(f"{label} {path} does not exist", "give the path of the ISO file")
+
+
+@vm.command()
+@click.argument("name")
+@click.option("--profile", type=click.Path(path_type=Path), help="TOML file with these options.")
+@click.option("--cpus", type=int, help="vCPUs (default: the best L3 domain; see vfiodesk cpus).")
+@click.option("--memory", help="RAM, e.g. 8G.")
+@click.option("--memory-current", help="Balloon target at start, e.g. 4G.")
+@click.option("--disk", help="PATH, or POOL/VOL,size=60G,format=raw|qcow2 (created through libvirt).")
+@click.option("--iso", help="Windows install ISO.")
+@click.option("--virtio-iso", help="virtio-win drivers ISO.")
+@click.option("--gpu", help="GPU address (01:00 = every function).")
+@click.option("--usb-controller", help="USB controller to pass too.")
+@click.option("--chipset", type=click.Choice(["q35", "i440fx"]))
+@click.option("--network", help="libvirt network NAME (default) or macvtap:IFACE.")
+@click.option("--hugepages/--no-hugepages", default=None)
+@click.option("--hypervclock/--no-hypervclock", default=None)
+@click.option("--domain-type", type=click.Choice(["kvm", "qemu"]), help="Default: kvm when /dev/kvm exists.")
+@click.option("--print-xml", is_flag=True, help="Print the domain XML; define nothing.")
+@connect_option
+@root_option
+def create(name: str, profile: Path | None, print_xml: bool, uri: str | None, root: str | None,
+           **options: Any) -> None:
+    """Create the passthrough VM NAME with the seed's choices as defaults."""
+    request = merge(load_profile(profile, name) if profile else VmRequest(name=name), options)
+    request.validate()
+    host = host_paths(root)
+    domain_type = request.domain_type or ("kvm" if os.path.exists(host("dev/kvm")) else "qemu")
+    plan = plan_pinning(read_cpu_topology(host), request.cpus)
+    passed = passed_devices(host, request)
+    disk = parse_disk(request.disk)
+    _check_local_files(host, request, uri)
+    if disk is not None and disk.path is not None and not print_xml and \
+            not os.path.exists(host(disk.path.lstrip("/"))):
+        raise InputError(f"disk {disk.path} does not exist",
+                         "create it, or let libvirt make a volume: --disk POOL/VOL,size=60G")
+    if print_xml:
+        path = disk.path if disk and disk.path else (f"/{disk.pool}/{disk.volume}" if disk else None)
+        doc = plan_tuning(new_domain(request, domain_type), request, plan, passed, path,
+                          disk.format if disk else "raw")
+        click.echo(doc.to_xml(), nl=False)
+        return
+    from vfiodesk import virt
+
+    with virt.connection(uri) as conn:
+        if virt.domain_exists(conn, name):
+            raise InputError(f"a domain named {name!r} already exists",
+                             f"pick another name, or tune it: vfiodesk vm tune {name}")
+        volume, path = None, disk.path if disk else None
+        if disk is not None and disk.pool is not None and disk.volume is not None:
+            volume, path = virt.create_volume(conn, disk.pool, disk.volume, disk.size, disk.format)
+        try:
+            doc = plan_tuning(new_domain(request, domain_type), request, plan, passed, path,
+                              disk.format if disk else "raw")
+            # Networks first: a missing network must fail before anything is defined.
+            virt.autostart_networks(conn, [request.network] if request.network and
+                                    not request.network.startswith("macvtap:") else [])
+            virt.define_domain(conn, doc.to_xml())
+        except BaseException:
+            if volume is not None:
+                virt.delete_volume(volume)
+            raise
+    click.echo(f"defined {name}: {len(plan.vcpu_pins)} vCPUs on host CPUs {plan.vm_cpus}, "
+               f"{len(passed)} passed-through function(s)")
+    if request.virtio_iso:
+        click.echo("During Windows setup, load the disk driver from the virtio-win CD: "
+                   + VIRTIO_DRIVER_FOLDER)
+    if request.network and request.network.startswith("macvtap:"):
+        click.echo("note: over macvtap the host and the VM cannot talk to each other; add an "
+                   "isolated network for that (vfiodesk host network)")
+
+
+@vm.command("tune")
+@click.argument("name", required=False)
+@click.option("--xml", "xml_file", type=click.Path(path_type=Path), help="Tune this XML file instead.")
+@click.option("--post-install", "post_install_flag", is_flag=True,
+              help="Drop the install-time devices (the seed's cleanup).")
+@click.option("--cpus", type=int)
+@click.option("--memory")
+@click.option("--hugepages/--no-hugepages", default=False)
+@click.option("--print-xml", is_flag=True, help="Print the tuned XML.")
+@click.option("--diff", is_flag=True, help="Print what would change.")
+@connect_option
+@root_option
+def tune_command(name: str | None, xml_file: Path | None, post_install_flag: bool, cpus: int | None,
+                 memory: str | None, hugepages: bool, print_xml: bool, diff: bool, uri: str | None,
+                 root: str | None) -> None:
+    """Apply the same tuning to an existing domain (NAME or --xml), in place; twice changes nothing."""
+    if bool(name) == bool(xml_file):
+        raise InputError("name a domain or give --xml FILE", "e.g. vfiodesk vm tune win10 --diff")
+    host = host_paths(root)
+    if xml_file is not None:
+        try:
+            before = xml_file.read_text()
+        except OSError as exc:
+            raise InputError(f"cannot read {xml_file}: {exc.strerror}", "give an XML file") from None
+    else:
+        from vfiodesk import virt
+
+        with virt.connection(uri) as conn:
+            before = virt.domain_xml(conn, str(name))
+    doc = DomainDocument.parse(before)
+    current = doc.root.findtext("currentMemory")
+    request = VmRequest(name=doc.name or "vm", cpus=cpus, hugepages=hugepages, network=None,
+                        memory=memory or f"{doc.root.findtext('memory') or 8388608}K",
+                        memory_current=None if memory or not current else f"{current}K",
+                        domain_type=doc.domain_type)
+    plan = plan_pinning(read_cpu_topology(host), cpus or _vcpus(doc))
+    plan_tuning(doc, request, plan, [], None, "raw")
+    if post_install_flag:
+        post_install(doc)
+    after = doc.to_xml()
+    if diff:
+        click.echo("".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True),
+                                                "before", "after")), nl=False)
+    if print_xml or (xml_file is not None and not diff):
+        click.echo(after, nl=False)
+    if xml_file is None and not print_xml and not diff:
+        from vfiodesk import virt
+
+        with virt.connection(uri) as conn:
+            virt.define_domain(conn, after)
+        click.echo(f"tuned {name}")
+
+
+def _vcpus(doc: DomainDocument) -> int | None:
+    text = doc.root.findtext("vcpu")
+    return int(text) if text and text.strip().isdigit() else None

@@ -1,0 +1,176 @@
+"""A VM request (CLI options or a TOML profile), validated, and the domain it makes."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from vfiodesk.domxml import tune
+from vfiodesk.domxml.document import DomainDocument
+from vfiodesk.domxml.metadata import RecordedDevice, VmManagement
+from vfiodesk.errors import InputError
+from vfiodesk.model.pci import PciDevice
+from vfiodesk.model.sizes import GIB, parse_size
+from vfiodesk.plan.pinning import PinningPlan
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,62}$")
+VIRTIO_DRIVER_FOLDER = r"vioscsi\w10\amd64"
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    path: str | None = None  # an existing file or block device
+    pool: str | None = None  # or a new volume POOL/VOL
+    volume: str | None = None
+    size: int = 60 * GIB
+    format: str = "raw"
+
+
+@dataclass(frozen=True)
+class VmRequest:
+    name: str
+    cpus: int | None = None
+    memory: str = "8G"
+    memory_current: str | None = None
+    disk: str | None = None
+    iso: str | None = None
+    virtio_iso: str | None = None
+    gpu: str | None = None
+    usb_controller: str | None = None
+    chipset: str = "q35"
+    network: str | None = "default"
+    hugepages: bool = False
+    hypervclock: bool = False
+    domain_type: str | None = None
+    managed: bool = True  # hostdevs bound by libvirt; False: by vfiodesk's hook
+
+    def validate(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise InputError(f"{self.name!r} is not a usable domain name",
+                             "use letters, digits, '.', '_', '+', '-' (up to 63)")
+        if self.chipset not in ("q35", "i440fx"):
+            raise InputError(f"unknown chipset {self.chipset!r}", "use q35 or i440fx")
+        if self.domain_type not in (None, "kvm", "qemu"):
+            raise InputError(f"unknown domain type {self.domain_type!r}", "use kvm or qemu")
+        memory = parse_size(self.memory, default_unit="M")
+        if self.memory_current and parse_size(self.memory_current, default_unit="M") > memory:
+            raise InputError("--memory-current is larger than --memory", "the balloon can only shrink")
+        parse_disk(self.disk)
+        parse_network(self.network)
+
+
+def load_profile(path: Path, name: str) -> VmRequest:
+    """A TOML profile whose keys are the options' names (memory = "8G", gpu = "01:00", ...)."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"profile {path} does not exist", "give the path of a .toml file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"profile {path} is not valid TOML: {exc}", "fix the file") from None
+    known = {f.name.replace("_", "-"): f for f in fields(VmRequest) if f.name != "name"}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        spec = known.get(key.replace("_", "-"))
+        if spec is None:
+            raise InputError(f"unknown key {key!r} in profile {path}",
+                             f"known keys: {', '.join(sorted(known))}")
+        expected = {"cpus": int, "hugepages": bool, "hypervclock": bool, "managed": bool}.get(spec.name, str)
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise InputError(f"profile key {key!r} must be a {expected.__name__}, not {value!r}",
+                             "fix the profile")
+        values[spec.name] = value
+    return VmRequest(name=name, **values)
+
+
+def merge(profile: VmRequest, overrides: dict[str, Any]) -> VmRequest:
+    """Command-line options win over the profile's values."""
+    return replace(profile, **{key: value for key, value in overrides.items() if value is not None})
+
+
+def parse_disk(text: str | None) -> DiskSpec | None:
+    """``PATH`` or ``POOL/VOL,size=60G,format=raw|qcow2``."""
+    if not text:
+        return None
+    head, *options = text.split(",")
+    settings: dict[str, str] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or key not in ("size", "format"):
+            raise InputError(f"disk option {option!r} is not size=... or format=...",
+                             "e.g. --disk default/win10.qcow2,size=60G,format=qcow2")
+        settings[key] = value
+    volume_format = settings.get("format", "raw")
+    if volume_format not in ("raw", "qcow2"):
+        raise InputError(f"disk format {volume_format!r} is not raw or qcow2",
+                         "use format=raw or format=qcow2")
+    size = parse_size(settings.get("size", "60G"), default_unit="G")
+    if head.startswith(("/", ".")):
+        if "size" in settings:
+            raise InputError("size= applies to new volumes (POOL/VOL), not to an existing file",
+                             "drop size=, or create the volume through a pool")
+        return DiskSpec(path=head, format=volume_format)
+    pool, sep, volume = head.partition("/")
+    if not sep or not pool or not volume or "/" in volume:
+        raise InputError(f"disk {head!r} is neither a path nor POOL/VOL",
+                         "e.g. --disk /var/lib/libvirt/images/win.img or --disk default/win.img,size=60G")
+    return DiskSpec(pool=pool, volume=volume, size=size, format=volume_format)
+
+
+def parse_network(text: str | None) -> tune.Network | None:
+    if not text:
+        return None
+    if text.startswith("macvtap:"):
+        interface = text.removeprefix("macvtap:")
+        if not re.match(r"^[A-Za-z0-9_.:-]{1,15}$", interface):
+            raise InputError(f"{interface!r} is not a network interface name", "e.g. macvtap:enp3s0")
+        return tune.Network("macvtap", interface)
+    if not re.match(r"^[A-Za-z0-9_.-]+$", text):
+        raise InputError(f"{text!r} is not a libvirt network name", "e.g. default, or macvtap:enp3s0")
+    return tune.Network("network", text)
+
+
+def new_domain(request: VmRequest, domain_type: str) -> DomainDocument:
+    """The skeleton every created VM starts from: UEFI firmware chosen by libvirt."""
+    root = ET.Element("domain", type=domain_type)
+    ET.SubElement(root, "name").text = request.name
+    os_element = ET.SubElement(root, "os", firmware="efi")
+    machine = "q35" if request.chipset == "q35" else "pc"
+    ET.SubElement(os_element, "type", arch="x86_64", machine=machine).text = "hvm"
+    firmware = ET.SubElement(os_element, "firmware")
+    # Windows 10 needs no Secure Boot; asking for it would also require SMM on q35.
+    ET.SubElement(firmware, "feature", enabled="no", name="secure-boot")
+    ET.SubElement(os_element, "boot", dev="hd")
+    ET.SubElement(os_element, "boot", dev="cdrom")
+    ET.SubElement(root, "on_poweroff").text = "destroy"
+    ET.SubElement(root, "on_reboot").text = "restart"
+    ET.SubElement(root, "on_crash").text = "destroy"
+    ET.SubElement(root, "devices")
+    return DomainDocument(root)
+
+
+def plan_tuning(doc: DomainDocument, request: VmRequest, plan: PinningPlan, passed: list[PciDevice],
+                disk_path: str | None, disk_format: str) -> DomainDocument:
+    """Apply every tuning of the seed to ``doc`` (a new skeleton or an existing domain)."""
+    memory = parse_size(request.memory, default_unit="M")
+    current = parse_size(request.memory_current, default_unit="M") if request.memory_current else None
+    tune.tune_cpu(doc, plan)
+    tune.tune_memory(doc, memory, current, request.hugepages)
+    tune.tune_features(doc, hypervclock=request.hypervclock)
+    tune.tune_storage(doc, tune.Disk(disk_path, disk_format) if disk_path else None,
+                      [iso for iso in (request.iso, request.virtio_iso) if iso])
+    tune.tune_network(doc, parse_network(request.network))
+    tune.tune_display(doc)
+    tune.tune_hostdevs(doc, [device.address for device in passed], managed=request.managed)
+    old = doc.management()
+    recorded = tuple(RecordedDevice(d.address, d.vendor_id, d.device_id, d.subsystem_vendor_id,
+                                    d.subsystem_device_id, d.iommu_group) for d in passed)
+    doc.set_management(VmManagement(
+        binding="libvirt" if request.managed else "vfiodesk",
+        hugepages="runtime" if request.hugepages else "none",
+        isolate_cpus=old.isolate_cpus if old else False,
+        devices=recorded or (old.devices if old else ())))
+    return doc

@@ -1,0 +1,107 @@
+"""The libvirt edge: the only code that imports libvirt (lazily, so nothing else pays for it)."""
+
+from __future__ import annotations
+
+import contextlib
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from typing import Any
+
+from vfiodesk.errors import VfiodeskError
+from vfiodesk.model.sizes import format_size
+
+DEFAULT_URI = "qemu:///system"
+
+
+def _libvirt() -> Any:
+    try:
+        import libvirt
+    except ImportError:
+        raise VfiodeskError("the libvirt Python binding is not installed",
+                            "pip install libvirt-python (or apt-get install python3-libvirt)") from None
+    return libvirt
+
+
+def _error(action: str, exc: Exception, hint: str) -> VfiodeskError:
+    message = getattr(exc, "get_error_message", lambda: str(exc))() or str(exc)
+    return VfiodeskError(f"{action}: {message}", hint)
+
+
+@contextlib.contextmanager
+def connection(uri: str | None) -> Iterator[Any]:
+    """An open libvirt connection (virsh's convention: qemu:///system unless told)."""
+    libvirt = _libvirt()
+    libvirt.registerErrorHandler(lambda *_: None, None)  # errors become exceptions, not stderr noise
+    try:
+        conn = libvirt.open(uri or DEFAULT_URI)
+    except libvirt.libvirtError as exc:
+        raise _error(f"cannot connect to {uri or DEFAULT_URI}", exc,
+                     "is libvirtd (or virtqemud) running and the URI right? try: virsh -c URI list") from None
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def domain_exists(conn: Any, name: str) -> bool:
+    return name in conn.listDefinedDomains() or any(
+        conn.lookupByID(i).name() == name for i in conn.listDomainsID())
+
+
+def define_domain(conn: Any, xml: str) -> Any:
+    libvirt = _libvirt()
+    try:
+        return conn.defineXML(xml)
+    except libvirt.libvirtError as exc:
+        raise _error("libvirt refused the domain", exc, "run with --print-xml to see the XML") from None
+
+
+def domain_xml(conn: Any, name: str) -> str:
+    libvirt = _libvirt()
+    try:
+        return str(conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    except libvirt.libvirtError as exc:
+        raise _error(f"no domain {name!r}", exc, "list them with virsh list --all") from None
+
+
+def create_volume(conn: Any, pool_name: str, name: str, size: int, volume_format: str) -> tuple[Any, str]:
+    """A new volume in a storage pool (raw or qcow2; LVM pools take their own format)."""
+    libvirt = _libvirt()
+    try:
+        pool = conn.storagePoolLookupByName(pool_name)
+    except libvirt.libvirtError as exc:
+        raise _error(f"no storage pool {pool_name!r}", exc, "list pools with virsh pool-list --all") from None
+    pool_type = ET.fromstring(pool.XMLDesc(0)).get("type")
+    volume = ET.Element("volume")
+    ET.SubElement(volume, "name").text = name
+    ET.SubElement(volume, "capacity", unit="bytes").text = str(size)
+    if pool_type in ("dir", "fs", "netfs"):
+        target = ET.SubElement(volume, "target")
+        ET.SubElement(target, "format", type=volume_format)
+    try:
+        created = pool.createXML(ET.tostring(volume, encoding="unicode"), 0)
+    except libvirt.libvirtError as exc:
+        raise _error(f"cannot create a {format_size(size)} volume {pool_name}/{name}", exc,
+                     "check the pool's free space (virsh pool-info) and that the name is free") from None
+    return created, str(created.path())
+
+
+def delete_volume(volume: Any) -> None:
+    with contextlib.suppress(Exception):  # best effort while rolling back another failure
+        volume.delete(0)
+
+
+def autostart_networks(conn: Any, names: list[str]) -> None:
+    libvirt = _libvirt()
+    for name in names:
+        try:
+            network = conn.networkLookupByName(name)
+        except libvirt.libvirtError as exc:
+            raise _error(f"no libvirt network {name!r}", exc, "list them with virsh net-list --all") from None
+        try:
+            network.setAutostart(1)
+            if not network.isActive():
+                network.create()
+        except libvirt.libvirtError as exc:
+            raise _error(f"cannot start libvirt network {name!r}", exc,
+                         "see virsh net-start NAME for the details") from None
