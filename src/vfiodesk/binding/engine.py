@@ -20,8 +20,15 @@ from vfiodesk.plan.bind import NVIDIA_MODULES, VFIO_DRIVER, BindPlan, plan_bind
 from vfiodesk.runner import CommandRunner
 
 # Tests inject a fault after a given device's unbind: "fail:<address>" raises, "kill:<address>"
-# dies by SIGKILL (a crash), so rollback and restore are proven on the real kernel.
+# dies by SIGKILL (a crash), so rollback and restore are proven on the real kernel. The file
+# form reaches processes libvirt starts with a clean environment (the hook).
 FAULT_ENV = "VFIODESK_TEST_FAULT"
+FAULT_FILE = "test-fault"
+
+
+def _injected_fault(host: P.HostPaths) -> str:
+    path = host(P.RUN_VFIODESK, FAULT_FILE)
+    return os.environ.get(FAULT_ENV) or (path.read_text().strip() if path.exists() else "")
 
 
 @dataclass
@@ -98,7 +105,7 @@ def _apply(host: P.HostPaths, plan: BindPlan, writer: SysfsWriter, runner: Comma
         for module in NVIDIA_MODULES:
             runner.run(["modprobe", "-r", module])
             report.commands.append(f"modprobe -r {module}")
-    fault = os.environ.get(FAULT_ENV, "")
+    fault = _injected_fault(host)
     for device in plan.to_bind:
         address = str(device.address)
         if not writer.exists(address):

@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "devices": "vfiodesk.cli.devices:devices",
     "doctor": "vfiodesk.cli.doctor:doctor",
     "host": "vfiodesk.cli.host:host",
+    "hook": "vfiodesk.cli.hook:hook",
     "lab": "vfiodesk.cli.lab:lab",
     "restore": "vfiodesk.cli.bind:restore",
     "snapshot": "vfiodesk.cli.snapshot:snapshot",

@@ -69,12 +69,17 @@ def _check_local_files(host: HostPaths, request: VmRequest, uri: str | None) -> 
 @click.option("--hugepages/--no-hugepages", default=None)
 @click.option("--hypervclock/--no-hypervclock", default=None)
 @click.option("--domain-type", type=click.Choice(["kvm", "qemu"]), help="Default: kvm when /dev/kvm exists.")
+@click.option("--binding", type=click.Choice(["libvirt", "vfiodesk"]), default=None,
+              help="Who binds the hostdevs: libvirt (managed='yes') or vfiodesk's hook.")
 @click.option("--print-xml", is_flag=True, help="Print the domain XML; define nothing.")
 @connect_option
 @root_option
 def create(name: str, profile: Path | None, print_xml: bool, uri: str | None, root: str | None,
            **options: Any) -> None:
     """Create the passthrough VM NAME with the seed's choices as defaults."""
+    binding = options.pop("binding")
+    if binding is not None:
+        options["managed"] = binding == "libvirt"
     request = merge(load_profile(profile, name) if profile else VmRequest(name=name), options)
     request.validate()
     host = host_paths(root)

@@ -1,0 +1,140 @@
+"""prepare and release for one domain: preflight, binding, hugepages, CPU isolation."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from vfiodesk import paths as P
+from vfiodesk.binding import journal
+from vfiodesk.binding.engine import bind_devices, plan_for, release_devices
+from vfiodesk.domxml.document import DomainDocument
+from vfiodesk.domxml.metadata import VmManagement
+from vfiodesk.domxml.tune import pci_hostdevs
+from vfiodesk.errors import InputError, RefusedError, VfiodeskError
+from vfiodesk.host.pci import read_pci_device
+from vfiodesk.model.cpuset import CpuSet
+from vfiodesk.model.pci import PciAddress, PciPattern
+from vfiodesk.model.sizes import KIB
+from vfiodesk.runner import CommandRunner
+
+
+def _domain(data: bytes) -> tuple[DomainDocument, VmManagement]:
+    doc = DomainDocument.parse(data)
+    management = doc.management()
+    if management is None:
+        raise InputError("the vfiodesk metadata element is missing", "run vfiodesk vm tune NAME")
+    return doc, management
+
+
+def _pattern(address: PciAddress) -> PciPattern:
+    return PciPattern(address.domain, address.bus, address.slot, address.function)
+
+
+def check_drift(host: P.HostPaths, management: VmManagement) -> None:
+    """The devices are still the ones the VM was made with (a swapped card, a moved slot or a
+    BIOS update that regrouped the IOMMU would otherwise hand the VM the wrong device)."""
+    for recorded in management.devices:
+        try:
+            now = read_pci_device(host, recorded.address)
+        except VfiodeskError:
+            raise RefusedError(f"{recorded.address} is gone from this host",
+                               "the card moved or was removed: recreate or tune the VM") from None
+        was = [recorded.vendor_id, recorded.device_id, recorded.iommu_group]
+        found = [now.vendor_id, now.device_id, now.iommu_group]
+        if recorded.subsystem_vendor_id is not None:
+            was += [recorded.subsystem_vendor_id, recorded.subsystem_device_id]
+            found += [now.subsystem_vendor_id, now.subsystem_device_id]
+        if was != found:
+            raise RefusedError(f"{recorded.address} changed since the VM was made "
+                               f"(recorded {was}, found {found})",
+                               "check the hardware, then vfiodesk vm tune NAME to record it")
+
+
+def prepare(host: P.HostPaths, vm: str, data: bytes) -> list[str]:
+    doc, management = _domain(data)
+    hostdevs = pci_hostdevs(doc)
+    done: list[str] = []
+    check_drift(host, management)
+    ours = [address for element, address in hostdevs if element.get("managed") != "yes"]
+    theirs = [address for element, address in hostdevs if element.get("managed") == "yes"]
+    if theirs:
+        plan_for(host, [_pattern(a) for a in theirs], force=False)  # viability only; libvirt binds
+        done.append(f"groups of {', '.join(map(str, theirs))} are viable; libvirt binds them")
+    if ours and management.binding == "vfiodesk":
+        report = bind_devices(host, [_pattern(a) for a in ours], owner=vm)
+        done.append(f"bound {', '.join(report.bound) or 'nothing new'} to vfio-pci")
+    try:
+        done += _runtime_resources(host, vm, doc, management)
+    except BaseException:
+        release_devices(host, ours, owner=vm)
+        raise
+    return done
+
+
+def _runtime_resources(host: P.HostPaths, vm: str, doc: DomainDocument,
+                       management: VmManagement) -> list[str]:
+    """Hugepages on the pinned NUMA node and host CPU isolation, recorded for release."""
+    state: dict[str, object] = {}
+    done = []
+    pins = CpuSet.of(cpu for pin in doc.root.findall("cputune/vcpupin")
+                     for cpu in CpuSet.parse(pin.get("cpuset", "")))
+    if management.hugepages == "runtime":
+        node = _node_of(host, pins)
+        memory_kib = int(doc.root.findtext("memory") or "0")
+        path = host(P.SYS_NODE, f"node{node}", "hugepages", "hugepages-2048kB", "nr_hugepages")
+        before = int(path.read_text().strip() or "0")
+        wanted = before + memory_kib * KIB // (2048 * KIB)
+        path.write_text(f"{wanted}\n")
+        got = int(path.read_text().strip() or "0")
+        if got < wanted and host.is_real_host:
+            path.write_text(f"{before}\n")
+            raise VfiodeskError(
+                f"only {got - before} of {wanted - before} 2 MiB hugepages on NUMA node {node}",
+                "free memory, or reserve them at boot: vfiodesk host hugepages")
+        state["hugepages"] = {"path": str(path), "before": before}
+        done.append(f"{wanted - before} hugepages of 2 MiB on NUMA node {node}")
+    if management.isolate_cpus and pins:
+        online = CpuSet.parse(host(P.SYS_CPU, "online").read_text())
+        keep = str(online - pins)
+        runner = CommandRunner(host)
+        for unit in ("system.slice", "user.slice", "init.scope"):
+            runner.run(["systemctl", "set-property", "--runtime", unit, f"AllowedCPUs={keep}"])
+        state["isolated"] = str(online)
+        done.append(f"host tasks confined to CPUs {keep}")
+    if state:
+        journal.write_atomic(host(P.RUN_VFIODESK, f"vm-{vm}.json"), json.dumps(state))
+    return done
+
+
+def _node_of(host: P.HostPaths, cpus: CpuSet) -> int:
+    base = host(P.SYS_NODE)
+    for name in sorted(os.listdir(base)) if base.is_dir() else []:
+        if name.startswith("node") and name[4:].isdigit():
+            members = CpuSet.parse((base / name / "cpulist").read_text())
+            if not cpus or cpus.cpus & members.cpus:
+                return int(name[4:])
+    return 0
+
+
+def release(host: P.HostPaths, vm: str, data: bytes) -> list[str]:
+    """Undo prepare; runs after a failed prepare too, so every step tolerates 'nothing to do'."""
+    doc, _ = _domain(data)
+    ours = [address for element, address in pci_hostdevs(doc) if element.get("managed") != "yes"]
+    done = release_devices(host, ours, owner=vm)
+    state_file = host(P.RUN_VFIODESK, f"vm-{vm}.json")
+    if state_file.exists():
+        state = json.loads(state_file.read_text())
+        if "hugepages" in state:
+            pages = state["hugepages"]
+            with open(pages["path"], "w") as handle:
+                handle.write(f"{pages['before']}\n")
+            done.append("hugepages given back")
+        if "isolated" in state:
+            runner = CommandRunner(host)
+            for unit in ("system.slice", "user.slice", "init.scope"):
+                runner.run(["systemctl", "set-property", "--runtime", unit,
+                            f"AllowedCPUs={state['isolated']}"], check=False)
+            done.append("host CPUs given back")
+        state_file.unlink()
+    return done

@@ -1,0 +1,64 @@
+"""What the hook does per operation, for domains vfiodesk manages.
+
+Binding: with ``binding="vfiodesk"`` (hostdevs managed='no') the hook binds the hostdevs'
+groups through the binding engine at prepare and gives them back at release. With
+``binding="libvirt"`` (managed='yes') libvirt detaches and reattaches the devices itself; the
+hook then only checks that the groups are viable and unchanged (libvirt does not), and does
+the runtime hugepages and CPU isolation.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from vfiodesk.errors import VfiodeskError
+from vfiodesk.paths import HostPaths
+
+# Operations after which libvirt ignores our status, or where non-zero would kill a running
+# VM (reconnect): always 0 there (libvirt.org/hooks.html#qemu_migration).
+_ALWAYS_OK = {"stopped", "release", "reconnect", "started", "attach", "restore", "migrate"}
+
+
+def log(vm: str, message: str) -> None:
+    """To syslog (the journal on systemd hosts) and stderr, which libvirt keeps in its log."""
+    import syslog
+
+    syslog.openlog("vfiodesk-hook", syslog.LOG_PID, syslog.LOG_DAEMON)
+    syslog.syslog(syslog.LOG_INFO, f"{vm}: {message}")
+    print(f"vfiodesk-hook: {vm}: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str], data: bytes) -> int:
+    if len(argv) < 2:
+        print("vfiodesk-hook: expected: DOMAIN OPERATION SUB-OPERATION EXTRA", file=sys.stderr)
+        return 0
+    vm, operation = argv[0], argv[1]
+    host = HostPaths.from_env()
+    try:
+        if operation == "prepare":
+            from vfiodesk.hook.actions import prepare
+
+            for line in prepare(host, vm, data):
+                log(vm, line)
+        elif operation == "release":
+            from vfiodesk.hook.actions import release
+
+            for line in release(host, vm, data):
+                log(vm, line)
+    except VfiodeskError as exc:
+        log(vm, f"{operation} failed: {exc.message}")
+        if operation in _ALWAYS_OK:
+            return 0
+        # One line on stderr: libvirt shows it to the user as the start error.
+        print(f"vfiodesk: {exc.message} ({exc.hint})" if exc.hint else f"vfiodesk: {exc.message}",
+              file=sys.stderr)
+        return 1
+    except Exception as exc:  # never a traceback into libvirt's log, never a stranded release
+        log(vm, f"{operation} crashed: {type(exc).__name__}: {exc}")
+        return 0 if operation in _ALWAYS_OK else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:], sys.stdin.buffer.read()))

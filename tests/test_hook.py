@@ -1,0 +1,132 @@
+"""The hook as libvirt runs it: the installed script, argv, stdin, VFIODESK_ROOT on a tree."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.cli import run_cli
+from tests.fakehost import FakeHost, ready_host
+from tests.test_pinning import intel_4c8t, write_topology
+from vfiodesk.binding.journal import read_records
+from vfiodesk.domxml.metadata import MARKER
+from vfiodesk.hook.run import main
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> FakeHost:
+    tree = ready_host(tmp_path / "host")
+    write_topology(tree.root, intel_4c8t())
+    tree.file("sys/bus/pci/drivers/vfio-pci/.keep")
+    return tree
+
+
+@pytest.fixture
+def script(host: FakeHost, capsys: pytest.CaptureFixture[str]) -> Path:
+    assert run_cli(capsys, "hook", "install", "--root", str(host.root)).status == 0
+    return host.root / "etc/libvirt/hooks/qemu.d/vfiodesk"
+
+
+def domain_xml(host: FakeHost, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
+    result = run_cli(capsys, "vm", "create", "win10", "--print-xml", "--root", str(host.root),
+                     "--gpu", "01:00", "--cpus", "2", "--binding", "vfiodesk", *extra)
+    assert result.status == 0, result.stderr
+    return result.stdout
+
+
+def call(script: Path, host: FakeHost, operation: str, xml: str | bytes,
+         sub: str = "begin") -> subprocess.CompletedProcess[str]:
+    data = xml if isinstance(xml, bytes) else xml.encode()
+    return subprocess.run([str(script), "win10", operation, sub, "-"], input=data.decode("utf-8", "replace"),
+                          capture_output=True, text=True, env={**os.environ, "VFIODESK_ROOT": str(host.root)},
+                          check=False)
+
+
+def test_unmanaged_domains_pass_through_untouched(host: FakeHost, script: Path) -> None:
+    before = sorted(p.relative_to(host.root) for p in host.root.rglob("*"))
+    for operation in ("prepare", "start", "release"):
+        done = call(script, host, operation, "<domain type='kvm'><name>other</name></domain>")
+        assert done.returncode == 0 and done.stderr == ""
+    assert sorted(p.relative_to(host.root) for p in host.root.rglob("*")) == before
+
+
+def test_prepare_binds_the_group_and_release_gives_it_back(host: FakeHost, script: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    xml = domain_xml(host, capsys)
+    prepared = call(script, host, "prepare", xml)
+    assert prepared.returncode == 0, prepared.stderr
+    records = read_records(host.paths)
+    assert set(records) == {"0000:01:00.0", "0000:01:00.1"}
+    assert {r.owner for r in records.values()} == {"win10"}
+    assert (host.root / "sys/devices/pci0000:00/0000:01:00.0/driver_override").read_text() == "vfio-pci\n"
+    released = call(script, host, "release", xml, "end")
+    assert released.returncode == 0 and read_records(host.paths) == {}
+
+
+def test_hardware_drift_refuses_prepare_with_one_line(host: FakeHost, script: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    xml = domain_xml(host, capsys)
+    (host.root / "sys/devices/pci0000:00/0000:01:00.0/device").write_text("0x1b81\n")
+    done = call(script, host, "prepare", xml)
+    assert done.returncode == 1 and "changed since the VM was made" in done.stderr
+    assert read_records(host.paths) == {}
+
+
+def test_runtime_hugepages_and_cpu_isolation(host: FakeHost, script: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    xml = domain_xml(host, capsys, "--hugepages", "--memory", "1G").replace('isolate-cpus="no"',
+                                                                          'isolate-cpus="yes"')
+    pages = host.file("sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages", "0\n")
+    host.file("sys/devices/system/cpu/online", "0-7\n")
+    prepared = call(script, host, "prepare", xml)
+    assert prepared.returncode == 0, prepared.stderr
+    assert pages.read_text() == "512\n"
+    assert "would run: systemctl set-property --runtime user.slice AllowedCPUs=0,2-4,6-7" in prepared.stderr
+    call(script, host, "release", xml, "end")
+    assert pages.read_text() == "0\n"
+
+
+@pytest.mark.parametrize("data", [b"", b"garbage " + MARKER, MARKER + b"<domain>" * 3,
+                                  b"<domain xmlns:v='" + MARKER + b"'><devices><hostdev type='pci'>"
+                                  b"<source><address bus='zz'/></source></hostdev></devices></domain>"])
+def test_bad_stdin_refuses_prepare_and_never_blocks_release(host: FakeHost, script: Path,
+                                                            data: bytes) -> None:
+    prepared = call(script, host, "prepare", data)
+    assert prepared.returncode in (0, 1) and "Traceback" not in prepared.stderr
+    released = call(script, host, "release", data, "end")
+    assert released.returncode == 0 and "Traceback" not in released.stderr
+
+
+def test_unknown_metadata_option_is_a_logged_refusal(host: FakeHost, script: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    xml = domain_xml(host, capsys).replace('hugepages="none"', 'hugepages="none" turbo="yes"')
+    done = call(script, host, "prepare", xml)
+    assert done.returncode == 1 and "unknown vfiodesk option 'turbo'" in done.stderr
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=2000), st.sampled_from(["prepare", "release", "reconnect", "bogus"]))
+def test_any_stdin_is_handled_without_a_traceback(data: bytes, operation: str) -> None:
+    status = main(["fuzz", operation, "begin", "-"], MARKER + data)
+    assert status in (0, 1)
+    if operation != "prepare":
+        assert status == 0
+
+
+def test_install_keeps_a_users_hook_and_uninstall_removes_only_ours(
+        host: FakeHost, capsys: pytest.CaptureFixture[str]) -> None:
+    user_hook = host.file("etc/libvirt/hooks/qemu", "#!/bin/sh\nexit 0\n")
+    assert run_cli(capsys, "hook", "install", "--root", str(host.root)).status == 0
+    status = run_cli(capsys, "hook", "status", "--root", str(host.root)).stdout
+    assert "also present, left alone" in status and "executable: yes" in status
+    assert run_cli(capsys, "hook", "uninstall", "--root", str(host.root)).status == 0
+    assert user_hook.read_text() == "#!/bin/sh\nexit 0\n"
+    assert not (host.root / "etc/libvirt/hooks/qemu.d/vfiodesk").exists()
+    assert run_cli(capsys, "hook", "status", "--root", str(host.root)).status == 1
+    dry = run_cli(capsys, "hook", "install", "--dry-run", "--root", str(host.root))
+    assert "would write" in dry.stdout and not (host.root / "etc/libvirt/hooks/qemu.d/vfiodesk").exists()
