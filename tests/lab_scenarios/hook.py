@@ -1,0 +1,124 @@
+"""Runs INSIDE the lab guest: libvirtd with vfiodesk's hook hands the GPU pair and the USB
+controller to a running VM and takes them back. One ``@@ {json}`` line per step."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+GPU, AUDIO, USB = "0000:01:00.0", "0000:01:00.1", "0000:02:00.0"
+ALL = (GPU, AUDIO, USB)
+VIRSH = ["virsh", "-c", "qemu:///system"]
+FAULT = "/run/vfiodesk/test-fault"
+
+
+def run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=False, timeout=300)
+
+
+def vfiodesk(*args: str) -> subprocess.CompletedProcess[str]:
+    return run(sys.executable, "-m", "vfiodesk", *args)
+
+
+def drivers() -> dict[str, str | None]:
+    found = {}
+    for address in ALL:
+        try:
+            found[address] = os.path.basename(os.readlink(f"/sys/bus/pci/devices/{address}/driver"))
+        except OSError:
+            found[address] = None
+    return found
+
+
+def emit(step: str, **data: object) -> None:
+    print("@@ " + json.dumps({"step": step, **data}), flush=True)
+
+
+def start_libvirtd() -> None:
+    run("libvirtd", "-d")
+    for _ in range(100):
+        if run(*VIRSH, "version").returncode == 0:
+            return
+        time.sleep(0.2)
+
+
+def create(name: str, *devices: str) -> subprocess.CompletedProcess[str]:
+    return vfiodesk("vm", "create", name, "--domain-type", "qemu", "--memory", "256M", "--network", "",
+                    "--binding", "vfiodesk", *devices)
+
+
+def main() -> None:
+    original = drivers()
+    installed = vfiodesk("hook", "install")
+    run("modprobe", "vfio-pci")
+    for directory in ("/var/log/libvirt/qemu", "/var/run/libvirt", "/var/lib/libvirt/qemu/nvram"):
+        os.makedirs(directory, exist_ok=True)  # the guest's /var starts empty
+    run("virtlogd", "-d")
+    start_libvirtd()  # after the hook exists: libvirtd looks for hooks when it starts
+    made = create("vfdlab", "--gpu", "01:00", "--usb-controller", "02:00.0")
+    emit("setup", install=installed.returncode, create=made.returncode, err=made.stderr[-500:],
+         original=original)
+
+    started = run(*VIRSH, "start", "vfdlab")
+    time.sleep(2)
+    # The device tree, not `info pci`: under nested TCG the firmware has not numbered the
+    # root ports' buses yet, so `info pci` cannot show what sits behind them.
+    qtree = run(*VIRSH, "qemu-monitor-command", "vfdlab", "--hmp", "info qtree").stdout
+    passed = [address for address in ALL if f'host = "{address}"' in qtree]
+    emit("start", rc=started.returncode, err=started.stderr[-500:], drivers=drivers(),
+         vfio_devices=qtree.count("dev: vfio-pci"), passed=passed)
+
+    destroyed = run(*VIRSH, "destroy", "vfdlab")
+    time.sleep(1)
+    journal = "/run/vfiodesk/devices"
+    emit("destroy", rc=destroyed.returncode, drivers=drivers(),
+         journal=sorted(os.listdir(journal)) if os.path.isdir(journal) else [])
+
+    run(*VIRSH, "start", "vfdlab")
+    run("pkill", "-x", "libvirtd")
+    time.sleep(2)
+    start_libvirtd()
+    time.sleep(2)
+    state = run(*VIRSH, "domstate", "vfdlab").stdout.strip()
+    during = drivers()
+    run(*VIRSH, "destroy", "vfdlab")
+    time.sleep(1)
+    emit("reconnect", state=state, during=during, after=drivers())
+
+    os.makedirs("/run/vfiodesk", exist_ok=True)
+    with open(FAULT, "w") as handle:
+        handle.write(f"fail:{AUDIO}\n")
+    failed = run(*VIRSH, "start", "vfdlab")
+    time.sleep(1)
+    emit("prepare-fails", rc=failed.returncode, err=failed.stderr[-500:], drivers=drivers())
+
+    with open(FAULT, "w") as handle:
+        handle.write(f"kill:{AUDIO}\n")
+    killed = run(*VIRSH, "start", "vfdlab")
+    os.unlink(FAULT)
+    mid = drivers()
+    restored = vfiodesk("restore", "--all")
+    time.sleep(1)
+    emit("hook-killed", rc=killed.returncode, err=killed.stderr[-300:], mid=mid,
+         restore=restored.stdout[-300:] + restored.stderr[-300:], drivers=drivers())
+
+    run(*VIRSH, "undefine", "vfdlab", "--nvram")
+    a = create("vfdlab-gpu", "--gpu", "01:00")
+    b = create("vfdlab-usb", "--gpu", "02:00.0")
+    first = subprocess.Popen([*VIRSH, "start", "vfdlab-gpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    second = run(*VIRSH, "start", "vfdlab-usb")
+    first.wait(timeout=300)
+    time.sleep(1)
+    both = drivers()
+    run(*VIRSH, "destroy", "vfdlab-gpu")
+    run(*VIRSH, "destroy", "vfdlab-usb")
+    time.sleep(1)
+    emit("two-vms", create=[a.returncode, b.returncode], rc=[first.returncode, second.returncode],
+         err=second.stderr[-300:] + a.stderr[-300:] + b.stderr[-300:], both=both, after=drivers())
+
+
+if __name__ == "__main__":
+    main()

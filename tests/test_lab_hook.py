@@ -1,0 +1,65 @@
+"""The hook in the lab: libvirtd starts a VM made by vm create, the hook binds, gives back."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.labkit import results_by_key, run_lab
+
+pytestmark = pytest.mark.lab
+SCENARIO = Path(__file__).parent / "lab_scenarios" / "hook.py"
+
+
+@pytest.fixture(scope="module")
+def steps() -> dict[str, Any]:
+    result = run_lab([sys.executable, str(SCENARIO)])
+    found = results_by_key(result)
+    assert "two-vms" in found, result.output[-4000:]
+    return found
+
+
+def test_vm_create_and_hook_install_in_the_lab(steps: dict[str, Any]) -> None:
+    setup = steps["setup"]
+    assert setup["install"] == 0 and setup["create"] == 0, setup["err"]
+
+
+def test_start_hands_the_gpu_and_usb_to_the_running_vm(steps: dict[str, Any]) -> None:
+    start = steps["start"]
+    assert start["rc"] == 0, start["err"]
+    assert set(start["drivers"].values()) == {"vfio-pci"}
+    assert start["vfio_devices"] == 3 and start["passed"] == ["0000:01:00.0", "0000:01:00.1", "0000:02:00.0"]
+
+
+def test_destroy_gives_everything_back(steps: dict[str, Any]) -> None:
+    destroy = steps["destroy"]
+    assert destroy["drivers"] == steps["setup"]["original"] and destroy["journal"] == []
+
+
+def test_libvirtd_restart_reconnects_without_killing_the_vm(steps: dict[str, Any]) -> None:
+    reconnect = steps["reconnect"]
+    assert reconnect["state"] == "running"
+    assert set(reconnect["during"].values()) == {"vfio-pci"}
+    assert reconnect["after"] == steps["setup"]["original"]
+
+
+def test_prepare_failing_halfway_strands_nothing(steps: dict[str, Any]) -> None:
+    failed = steps["prepare-fails"]
+    assert failed["rc"] != 0 and "injected fault" in failed["err"]
+    assert failed["drivers"] == steps["setup"]["original"]
+
+
+def test_hook_killed_mid_prepare_is_finished(steps: dict[str, Any]) -> None:
+    killed = steps["hook-killed"]
+    assert killed["rc"] != 0
+    assert killed["drivers"] == steps["setup"]["original"], killed
+
+
+def test_two_managed_vms_start_together(steps: dict[str, Any]) -> None:
+    two = steps["two-vms"]
+    assert two["create"] == [0, 0] and two["rc"] == [0, 0], two["err"]
+    assert set(two["both"].values()) == {"vfio-pci"}
+    assert two["after"] == steps["setup"]["original"]
