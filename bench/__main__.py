@@ -22,6 +22,7 @@ class Command:
     label: str
     argv: Sequence[str]
     env: dict[str, str] | None = None
+    stdin: str | None = None  # a file fed on standard input
 
 
 @dataclass
@@ -36,9 +37,10 @@ def time_command(command: Command, repeat: int) -> float:
     """Median wall time of ``repeat`` runs (after one warm-up run)."""
     samples = []
     for index in range(repeat + 1):
-        started = time.perf_counter()
-        subprocess.run(command.argv, env=command.env, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, check=True)
+        with open(command.stdin or "/dev/null", "rb") as stdin:
+            started = time.perf_counter()
+            subprocess.run(command.argv, env=command.env, stdin=stdin, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, check=True)
         if index:
             samples.append(time.perf_counter() - started)
     return statistics.median(samples)
