@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
+
+from vfiodesk.lab.steps.common import VIRSH, driver_of, start_libvirtd, vfiodesk
 
 GPU, AUDIO, USB = "0000:01:00.0", "0000:01:00.1", "0000:02:00.0"
 ALL = (GPU, AUDIO, USB)
-VIRSH = ["virsh", "-c", "qemu:///system"]
 FAULT = "/run/vfiodesk/test-fault"
 
 
@@ -19,30 +19,12 @@ def run(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), capture_output=True, text=True, check=False, timeout=300)
 
 
-def vfiodesk(*args: str) -> subprocess.CompletedProcess[str]:
-    return run(sys.executable, "-m", "vfiodesk", *args)
-
-
 def drivers() -> dict[str, str | None]:
-    found = {}
-    for address in ALL:
-        try:
-            found[address] = os.path.basename(os.readlink(f"/sys/bus/pci/devices/{address}/driver"))
-        except OSError:
-            found[address] = None
-    return found
+    return {address: driver_of(address) for address in ALL}
 
 
 def emit(step: str, **data: object) -> None:
     print("@@ " + json.dumps({"step": step, **data}), flush=True)
-
-
-def start_libvirtd() -> None:
-    run("libvirtd", "-d")
-    for _ in range(100):
-        if run(*VIRSH, "version").returncode == 0:
-            return
-        time.sleep(0.2)
 
 
 def create(name: str, *devices: str) -> subprocess.CompletedProcess[str]:
@@ -53,10 +35,6 @@ def create(name: str, *devices: str) -> subprocess.CompletedProcess[str]:
 def main() -> None:
     original = drivers()
     installed = vfiodesk("hook", "install")
-    run("modprobe", "vfio-pci")
-    for directory in ("/var/log/libvirt/qemu", "/var/run/libvirt", "/var/lib/libvirt/qemu/nvram"):
-        os.makedirs(directory, exist_ok=True)  # the guest's /var starts empty
-    run("virtlogd", "-d")
     start_libvirtd()  # after the hook exists: libvirtd looks for hooks when it starts
     made = create("vfdlab", "--gpu", "01:00", "--usb-controller", "02:00.0")
     emit("setup", install=installed.returncode, create=made.returncode, err=made.stderr[-500:],

@@ -31,7 +31,7 @@ class Step:
 
 STEPS: list[Step] = []
 # Story order; a feature adds its module (vfiodesk/lab/steps/<name>.py) here.
-STEP_MODULES = ("inventory", "binding")
+STEP_MODULES = ("inventory", "binding", "vm_hook")
 
 
 def step(name: str, title: str) -> Callable[[Callable[[dict[str, object]], StepOutcome]],

@@ -1,0 +1,44 @@
+"""Demo steps: the VM made by vm create, and the hook handing it the GPU while it runs."""
+
+from __future__ import annotations
+
+import time
+
+from vfiodesk.lab.demo import StepOutcome, step
+from vfiodesk.lab.layout import GPU_ADDRESS, GPU_AUDIO_ADDRESS, USB_ADDRESS
+from vfiodesk.lab.steps.common import driver_of, start_libvirtd, vfiodesk, virsh
+
+_DEVICES = (GPU_ADDRESS, GPU_AUDIO_ADDRESS, USB_ADDRESS)
+_VM = "vfiodesk-demo"
+
+
+@step("vm-create", "vm create: a UEFI domain with the GPU's group and the USB controller")
+def vm_create(state: dict[str, object]) -> StepOutcome:
+    installed = vfiodesk("hook", "install")
+    if installed.returncode != 0 or not start_libvirtd():
+        return StepOutcome(False, (installed.stderr or "libvirtd did not start")[-300:])
+    made = vfiodesk("vm", "create", _VM, "--domain-type", "qemu", "--memory", "256M", "--network", "",
+                    "--binding", "vfiodesk", "--gpu", GPU_ADDRESS[5:12], "--usb-controller", USB_ADDRESS)
+    state["drivers"] = {address: driver_of(address) for address in _DEVICES}
+    return StepOutcome(made.returncode == 0, (made.stdout or made.stderr).strip()[-300:])
+
+
+@step("vm-start", "virsh start: the hook binds the devices and the running VM holds them")
+def vm_start(state: dict[str, object]) -> StepOutcome:
+    started = virsh("start", _VM)
+    time.sleep(2)
+    qtree = virsh("qemu-monitor-command", _VM, "--hmp", "info qtree").stdout
+    drivers = {address: driver_of(address) for address in _DEVICES}
+    held = [address for address in _DEVICES if f'host = "{address}"' in qtree]
+    ok = started.returncode == 0 and set(drivers.values()) == {"vfio-pci"} and len(held) == 3
+    return StepOutcome(ok, f"running; {', '.join(held)} on vfio-pci inside QEMU" if ok
+                       else (started.stderr.strip() or str(drivers))[-300:])
+
+
+@step("vm-stop", "virsh destroy: the hook gives every device back to the host")
+def vm_stop(state: dict[str, object]) -> StepOutcome:
+    virsh("destroy", _VM)
+    time.sleep(1)
+    drivers = {address: driver_of(address) for address in _DEVICES}
+    ok = drivers == state.get("drivers")
+    return StepOutcome(ok, ", ".join(f"{a} on {d}" for a, d in drivers.items()))
