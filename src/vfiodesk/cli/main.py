@@ -14,14 +14,17 @@ from vfiodesk.errors import ExitStatus, VfiodeskError
 COMMANDS: dict[str, str] = {
     "bind": "vfiodesk.cli.bind:bind",
     "cpus": "vfiodesk.cli.cpus:cpus",
+    "desktop": "vfiodesk.cli.desktop:desktop",
     "devices": "vfiodesk.cli.devices:devices",
     "doctor": "vfiodesk.cli.doctor:doctor",
+    "down": "vfiodesk.cli.desktop:down",
     "host": "vfiodesk.cli.host:host",
     "hook": "vfiodesk.cli.hook:hook",
     "lab": "vfiodesk.cli.lab:lab",
     "restore": "vfiodesk.cli.bind:restore",
     "snapshot": "vfiodesk.cli.snapshot:snapshot",
     "unbind": "vfiodesk.cli.bind:unbind",
+    "up": "vfiodesk.cli.desktop:up",
     "vm": "vfiodesk.cli.vm:vm",
 }
 

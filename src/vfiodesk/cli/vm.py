@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from vfiodesk.cli.domain_io import read_domain, write_domain
 from vfiodesk.cli.options import connect_option, host_paths, root_option
 from vfiodesk.domxml.document import DomainDocument
 from vfiodesk.domxml.tune import post_install
@@ -144,20 +145,8 @@ def tune_command(name: str | None, xml_file: Path | None, post_install_flag: boo
                  memory: str | None, hugepages: bool, print_xml: bool, diff: bool, uri: str | None,
                  root: str | None) -> None:
     """Apply the same tuning to an existing domain (NAME or --xml), in place; twice changes nothing."""
-    if bool(name) == bool(xml_file):
-        raise InputError("name a domain or give --xml FILE", "e.g. vfiodesk vm tune win10 --diff")
     host = host_paths(root)
-    if xml_file is not None:
-        try:
-            before = xml_file.read_text()
-        except OSError as exc:
-            raise InputError(f"cannot read {xml_file}: {exc.strerror}", "give an XML file") from None
-    else:
-        from vfiodesk import virt
-
-        with virt.connection(uri) as conn:
-            before = virt.domain_xml(conn, str(name))
-    doc = DomainDocument.parse(before)
+    before, doc = read_domain(name, xml_file, uri)
     current = doc.root.findtext("currentMemory")
     request = VmRequest(name=doc.name or "vm", cpus=cpus, hugepages=hugepages, network=None,
                         memory=memory or f"{doc.root.findtext('memory') or 8388608}K",
@@ -171,16 +160,21 @@ def tune_command(name: str | None, xml_file: Path | None, post_install_flag: boo
     if diff:
         click.echo("".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True),
                                                 "before", "after")), nl=False)
-    if print_xml or (xml_file is not None and not diff):
+    if print_xml:
         click.echo(after, nl=False)
-    if xml_file is None and not print_xml and not diff:
-        from vfiodesk import virt
-
-        with virt.connection(uri) as conn:
-            virt.define_domain(conn, after)
-        click.echo(f"tuned {name}")
+    elif not diff:
+        write_domain(doc, name, xml_file, uri)
 
 
 def _vcpus(doc: DomainDocument) -> int | None:
     text = doc.root.findtext("vcpu")
     return int(text) if text and text.strip().isdigit() else None
+
+
+def _register_audio() -> None:
+    from vfiodesk.cli.desktop import audio
+
+    vm.add_command(audio)
+
+
+_register_audio()

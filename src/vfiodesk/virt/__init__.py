@@ -105,3 +105,41 @@ def autostart_networks(conn: Any, names: list[str]) -> None:
         except libvirt.libvirtError as exc:
             raise _error(f"cannot start libvirt network {name!r}", exc,
                          "see virsh net-start NAME for the details") from None
+
+
+def domain_networks(conn: Any, name: str) -> list[str]:
+    """The libvirt networks a domain's interfaces use."""
+    root = ET.fromstring(domain_xml(conn, name))
+    return [source.get("network", "") for source in root.findall("devices/interface[@type='network']/source")
+            if source.get("network")]
+
+
+def start_domain(conn: Any, name: str) -> None:
+    libvirt = _libvirt()
+    try:
+        domain = conn.lookupByName(name)
+        if not domain.isActive():
+            domain.create()
+    except libvirt.libvirtError as exc:
+        raise _error(f"cannot start {name}", exc, "see virsh start NAME and the hook's log") from None
+
+
+def stop_domain(conn: Any, name: str, timeout: float) -> bool:
+    """ACPI shutdown, then destroy after ``timeout`` seconds; True when it had to be forced."""
+    import time
+
+    libvirt = _libvirt()
+    try:
+        domain = conn.lookupByName(name)
+        if not domain.isActive():
+            return False
+        domain.shutdown()
+        deadline = time.monotonic() + timeout
+        while domain.isActive() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if domain.isActive():
+            domain.destroy()
+            return True
+    except libvirt.libvirtError as exc:
+        raise _error(f"cannot stop {name}", exc, "see virsh shutdown NAME") from None
+    return False

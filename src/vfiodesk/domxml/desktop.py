@@ -1,0 +1,67 @@
+"""Desktop devices edited into a domain: evdev input, audio, shared memory (Scream, Looking Glass)."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from vfiodesk.domxml.document import DomainDocument
+
+
+def set_evdev(doc: DomainDocument, keyboard: str, mouse: str) -> None:
+    """evdev passthrough (formatdomain.html#input-devices): the keyboard grabs all and both
+    Ctrl keys toggle between host and VM: the modern replacement of Synergy on one machine."""
+    for element in [e for e in doc.iter_devices("input") if e.get("type") == "evdev"]:
+        doc.remove(element)
+    kbd = ET.SubElement(doc.devices, "input", type="evdev")
+    ET.SubElement(kbd, "source", dev=keyboard, grab="all", grabToggle="ctrl-ctrl", repeat="on")
+    ptr = ET.SubElement(doc.devices, "input", type="evdev")
+    ET.SubElement(ptr, "source", dev=mouse)
+
+
+AUDIO_BACKENDS = ("pulseaudio", "none", "scream")
+
+
+def set_audio(doc: DomainDocument, backend: str, server: str | None = None) -> None:
+    """An ICH9 HDA sound card fed by libvirt's <audio> (formatdomain.html#audio-backends): the
+    modern form of the seed's QEMU_AUDIO_DRV environment in qemu:commandline. Scream sends the
+    sound over shared memory instead, so the emulated card goes."""
+    for sound in list(doc.iter_devices("sound")):
+        doc.remove(sound)
+    for audio in list(doc.iter_devices("audio")):
+        doc.remove(audio)
+    _remove_shmem(doc, "scream-ivshmem")
+    if backend == "scream":
+        _add_shmem(doc, "scream-ivshmem", 2)
+        return
+    audio = ET.SubElement(doc.devices, "audio", id="1", type=backend)
+    if backend == "pulseaudio" and server:
+        audio.set("serverName", server)
+    sound = ET.SubElement(doc.devices, "sound", model="ich9")
+    ET.SubElement(sound, "audio", id="1")
+
+
+def set_looking_glass(doc: DomainDocument, size_mib: int) -> None:
+    _remove_shmem(doc, "looking-glass")
+    _add_shmem(doc, "looking-glass", size_mib)
+
+
+def looking_glass_size(width: int, height: int) -> int:
+    """MiB for Looking Glass: two 32-bit frames plus 10 MiB, rounded up to a power of two
+    (looking-glass.io, "Determining memory")."""
+    needed = width * height * 4 * 2 / (1024 * 1024) + 10
+    size = 1
+    while size < needed:
+        size *= 2
+    return size
+
+
+def _add_shmem(doc: DomainDocument, name: str, size_mib: int) -> None:
+    shmem = ET.SubElement(doc.devices, "shmem", name=name)
+    ET.SubElement(shmem, "model", type="ivshmem-plain")
+    ET.SubElement(shmem, "size", unit="M").text = str(size_mib)
+
+
+def _remove_shmem(doc: DomainDocument, name: str) -> None:
+    for shmem in list(doc.iter_devices("shmem")):
+        if shmem.get("name") == name:
+            doc.remove(shmem)
