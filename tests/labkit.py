@@ -11,8 +11,10 @@ import contextlib
 import fcntl
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from vfiodesk.lab.boot import LabResult, LabSpec, run_in_lab
@@ -54,3 +56,15 @@ def results(result: LabResult) -> list[Any]:
 
 def results_by_key(result: LabResult, key: str = "step") -> dict[str, Any]:
     return {item[key]: item for item in results(result)}
+
+
+SCENARIOS = Path(__file__).parent / "lab_scenarios"
+
+
+def run_scenario(name: str, last_step: str) -> dict[str, Any]:
+    """Run tests/lab_scenarios/NAME.py in the lab; its results by step, all of them or a failure
+    showing the guest's output."""
+    result = run_lab([sys.executable, str(SCENARIOS / f"{name}.py")])
+    found = results_by_key(result)
+    assert last_step in found, result.output[-4000:]
+    return found

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.labkit import results_by_key, run_lab
+from tests.labkit import run_scenario
 
 pytestmark = pytest.mark.lab
-SCENARIO = Path(__file__).parent / "lab_scenarios" / "binding.py"
 
 
 @pytest.fixture(scope="module")
 def steps() -> dict[str, Any]:
-    result = run_lab([sys.executable, str(SCENARIO)])
-    found = results_by_key(result)
-    assert "device-gone" in found, result.output[-3000:]
-    return found
+    return run_scenario("binding", last_step="device-gone")
 
 
 def test_gpu_pair_goes_to_vfio_and_a_nested_vm_sees_it(steps: dict[str, Any]) -> None:

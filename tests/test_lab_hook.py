@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.labkit import results_by_key, run_lab
+from tests.labkit import run_scenario
 
 pytestmark = pytest.mark.lab
-SCENARIO = Path(__file__).parent / "lab_scenarios" / "hook.py"
 
 
 @pytest.fixture(scope="module")
 def steps() -> dict[str, Any]:
-    result = run_lab([sys.executable, str(SCENARIO)])
-    found = results_by_key(result)
-    assert "two-vms" in found, result.output[-4000:]
-    return found
+    return run_scenario("hook", last_step="two-vms")
 
 
 def test_vm_create_and_hook_install_in_the_lab(steps: dict[str, Any]) -> None:
