@@ -125,21 +125,31 @@ def start_domain(conn: Any, name: str) -> None:
 
 
 def stop_domain(conn: Any, name: str, timeout: float) -> bool:
-    """ACPI shutdown, then destroy after ``timeout`` seconds; True when it had to be forced."""
+    """ACPI shutdown, then destroy after ``timeout`` seconds; True when it had to be forced.
+
+    The domain may go away on its own between two calls: that is success, not an error."""
     import time
 
     libvirt = _libvirt()
     try:
         domain = conn.lookupByName(name)
-        if not domain.isActive():
-            return False
-        domain.shutdown()
-        deadline = time.monotonic() + timeout
-        while domain.isActive() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        if domain.isActive():
-            domain.destroy()
-            return True
     except libvirt.libvirtError as exc:
-        raise _error(f"cannot stop {name}", exc, "see virsh shutdown NAME") from None
-    return False
+        raise _error(f"no domain {name!r}", exc, "list them with virsh list --all") from None
+
+    def attempt(action: str) -> None:
+        try:
+            getattr(domain, action)()
+        except libvirt.libvirtError as exc:
+            if domain.isActive():
+                raise _error(f"cannot {action} {name}", exc, f"see virsh {action} {name}") from None
+
+    if not domain.isActive():
+        return False
+    attempt("shutdown")
+    deadline = time.monotonic() + timeout
+    while domain.isActive() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if not domain.isActive():
+        return False
+    attempt("destroy")
+    return True
