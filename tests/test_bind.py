@@ -137,8 +137,15 @@ def test_boot_gpu_consoles_are_freed_and_nvidia_modules_unloaded(
     assert payload["free_consoles"] == ["vtcon1"] and payload["unload_nvidia"] is True
     assert payload["writes"][0] == "echo 0 > /sys/class/vtconsole/vtcon1/bind"
     assert "would run: modprobe -r nvidia_drm" in result.stderr
-    order = [line.split()[-1] for line in result.stderr.splitlines() if "modprobe -r" in line]
-    assert order == ["nvidia_drm", "nvidia_modeset", "nvidia_uvm", "nvidia"]
+    order = [line.split()[-1] for line in result.stderr.splitlines() if "would run:" in line]
+    assert order == ["nvidia-persistenced", "nvidia_drm", "nvidia_modeset", "nvidia_uvm", "nvidia"]
+    tree.file("proc/77/comm", "nvidia-persiste\n")
+    tree.link("proc/77/fd/3", "/dev/nvidiactl")
+    assert run_cli(capsys, "bind", "01:00", "--dry-run", "--root", str(tree.root)).status == 0
+    tree.file("proc/90/comm", "blender\n")
+    tree.link("proc/90/fd/5", "/dev/nvidia0")
+    held = run_cli(capsys, "bind", "01:00", "--dry-run", "--root", str(tree.root))
+    assert held.status == 4 and "/dev/nvidia* is held by 90 blender" in held.stderr
 
 
 def test_nvidia_stays_loaded_when_the_host_keeps_an_nvidia_gpu(host: FakeHost) -> None:

@@ -16,7 +16,7 @@ from vfiodesk.host.kernel import read_modules
 from vfiodesk.host.pci import scan_pci_devices
 from vfiodesk.host.usage import read_host_usage
 from vfiodesk.model.pci import PciAddress, PciPattern
-from vfiodesk.plan.bind import NVIDIA_MODULES, VFIO_DRIVER, BindPlan, plan_bind
+from vfiodesk.plan.bind import NVIDIA_MODULES, NVIDIA_PERSISTENCED, VFIO_DRIVER, BindPlan, plan_bind
 from vfiodesk.runner import CommandRunner
 
 # Tests inject a fault after a given device's unbind: "fail:<address>" raises, "kill:<address>"
@@ -102,6 +102,8 @@ def _apply(host: P.HostPaths, plan: BindPlan, writer: SysfsWriter, runner: Comma
         # leaves fbcon on a vanished framebuffer.
         writer.write(f"{P.SYS_VTCONSOLE}/{console}/bind", "0")
     if plan.unload_nvidia:
+        runner.run(["systemctl", "stop", NVIDIA_PERSISTENCED], check=False)
+        report.commands.append(f"systemctl stop {NVIDIA_PERSISTENCED}")
         for module in NVIDIA_MODULES:
             runner.run(["modprobe", "-r", module])
             report.commands.append(f"modprobe -r {module}")
@@ -161,6 +163,8 @@ def _release(host: P.HostPaths, addresses: Sequence[PciAddress] | None, owner: s
         done.append(f"{entry.address}: back on {entry.original_driver or 'no driver'}")
     if any(entry.nvidia_unloaded for entry in chosen):
         runner.run(["modprobe", "nvidia_drm"])  # pulls nvidia_modeset and nvidia back in
+        runner.run(["modprobe", "nvidia_uvm"], check=False)
+        runner.run(["systemctl", "start", NVIDIA_PERSISTENCED], check=False)
     for console in sorted({c for entry in chosen for c in entry.consoles}):
         writer.write(f"{P.SYS_VTCONSOLE}/{console}/bind", "1")
     if not writer.dry_run:

@@ -19,6 +19,8 @@ VFIO_DRIVER = "vfio-pci"
 NVIDIA_VENDOR = 0x10DE
 # Unload order: users first (nvidia_drm, nvidia_modeset, nvidia_uvm), then the core module.
 NVIDIA_MODULES = ("nvidia_drm", "nvidia_modeset", "nvidia_uvm", "nvidia")
+NVIDIA_PERSISTENCED = "nvidia-persistenced"
+PERSISTENCED_COMM = NVIDIA_PERSISTENCED[:15]  # /proc/PID/comm keeps 15 characters
 _FORCE_HINT = "pass --force if you really mean it (the host may lose that device)"
 
 
@@ -75,8 +77,16 @@ def plan_bind(devices: Sequence[PciDevice], patterns: Sequence[PciPattern], usag
     if moving_nvidia and staying_nvidia:
         warnings.append(f"the host keeps NVIDIA GPU {staying_nvidia[0].address} on the nvidia driver: "
                         "the NVIDIA modules stay loaded")
+    unload = bool(moving_nvidia) and not staying_nvidia
+    if unload:
+        # nvidia-persistenced holds the device nodes by design and is stopped first; anyone
+        # else holding them (a desktop, CUDA) would make the unload fail halfway.
+        others = [h for h in usage.nvidia_holders if h.split(" ", 1)[1] != PERSISTENCED_COMM]
+        if others and not force:
+            raise RefusedError(f"/dev/nvidia* is held by {', '.join(others)}",
+                               "close those programs (or log out of the desktop) first")
     return BindPlan(views, to_bind, already, usage.fb_consoles if boot_gpu_moves else (),
-                    bool(moving_nvidia) and not staying_nvidia, tuple([*refusals, *warnings]))
+                    unload, tuple([*refusals, *warnings]))
 
 
 def _judge(views: Sequence[GroupView], usage: HostUsage) -> tuple[list[str], list[str]]:
