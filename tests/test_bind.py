@@ -128,6 +128,8 @@ def test_boot_gpu_consoles_are_freed_and_nvidia_modules_unloaded(
     tree.file("sys/class/vtconsole/vtcon1/bind", "1\n")
     tree.file("sys/class/vtconsole/vtcon0/name", "(S) dummy device\n")
     tree.file("sys/class/vtconsole/vtcon0/bind", "0\n")
+    tree.link("sys/bus/platform/drivers/efi-framebuffer/efi-framebuffer.0",
+              "../../../../devices/platform/efi-framebuffer.0")
     gpu = tree.root / "sys/devices/pci0000:00/0000:01:00.0"
     (gpu / "boot_vga").write_text("1\n")
     (gpu / "driver").unlink()
@@ -135,7 +137,10 @@ def test_boot_gpu_consoles_are_freed_and_nvidia_modules_unloaded(
     result = run_cli(capsys, "bind", "01:00", "--dry-run", "--json", "--root", str(tree.root))
     payload = result.json()
     assert payload["free_consoles"] == ["vtcon1"] and payload["unload_nvidia"] is True
-    assert payload["writes"][0] == "echo 0 > /sys/class/vtconsole/vtcon1/bind"
+    assert payload["free_framebuffers"] == ["efi-framebuffer/efi-framebuffer.0"]
+    assert payload["writes"][:2] == [
+        "echo 0 > /sys/class/vtconsole/vtcon1/bind",
+        "echo efi-framebuffer.0 > /sys/bus/platform/drivers/efi-framebuffer/unbind"]
     assert "would run: modprobe -r nvidia_drm" in result.stderr
     order = [line.split()[-1] for line in result.stderr.splitlines() if "would run:" in line]
     assert order == ["nvidia-persistenced", "nvidia_drm", "nvidia_modeset", "nvidia_uvm", "nvidia"]

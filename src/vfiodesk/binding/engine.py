@@ -89,10 +89,11 @@ def _journal_originals(host: P.HostPaths, plan: BindPlan, owner: str, dry_run: b
         address = str(device.address)
         if address in existing:
             continue  # a crashed earlier run recorded the true original: keep it
-        consoles = plan.free_consoles if device.is_display and device.boot_vga else ()
+        boot_gpu = device.is_display and bool(device.boot_vga)
         journal.record(host, journal.DeviceRecord(
-            address, device.driver, device.driver_override, owner, consoles,
-            plan.unload_nvidia and device.driver == "nvidia"))
+            address, device.driver, device.driver_override, owner,
+            plan.free_consoles if boot_gpu else (), plan.unload_nvidia and device.driver == "nvidia",
+            plan.free_framebuffers if boot_gpu else ()))
 
 
 def _apply(host: P.HostPaths, plan: BindPlan, writer: SysfsWriter, runner: CommandRunner,
@@ -101,6 +102,9 @@ def _apply(host: P.HostPaths, plan: BindPlan, writer: SysfsWriter, runner: Comma
         # Detach the framebuffer console from the boot GPU first, or unbinding its driver
         # leaves fbcon on a vanished framebuffer.
         writer.write(f"{P.SYS_VTCONSOLE}/{console}/bind", "0")
+    for framebuffer in plan.free_framebuffers:
+        fb_driver, fb_device = framebuffer.split("/")
+        writer.write(f"{P.SYS_PLATFORM_DRIVERS}/{fb_driver}/unbind", fb_device)
     if plan.unload_nvidia:
         runner.run(["systemctl", "stop", NVIDIA_PERSISTENCED], check=False)
         report.commands.append(f"systemctl stop {NVIDIA_PERSISTENCED}")
@@ -165,6 +169,9 @@ def _release(host: P.HostPaths, addresses: Sequence[PciAddress] | None, owner: s
         runner.run(["modprobe", "nvidia_drm"])  # pulls nvidia_modeset and nvidia back in
         runner.run(["modprobe", "nvidia_uvm"], check=False)
         runner.run(["systemctl", "start", NVIDIA_PERSISTENCED], check=False)
+    for framebuffer in sorted({f for entry in chosen for f in entry.framebuffers}):
+        fb_driver, fb_device = framebuffer.split("/")
+        writer.write(f"{P.SYS_PLATFORM_DRIVERS}/{fb_driver}/bind", fb_device)
     for console in sorted({c for entry in chosen for c in entry.consoles}):
         writer.write(f"{P.SYS_VTCONSOLE}/{console}/bind", "1")
     if not writer.dry_run:

@@ -27,6 +27,7 @@ class DeviceRecord:
     owner: str  # who bound it: "cli" or a VM name
     consoles: tuple[str, ...] = ()  # vtcon entries unbound for this GPU, rebound on release
     nvidia_unloaded: bool = False
+    framebuffers: tuple[str, ...] = ()  # "driver/device" firmware framebuffers, rebound on release
 
 
 def journal_dir(host: P.HostPaths) -> Path:
@@ -68,7 +69,8 @@ def read_records(host: P.HostPaths) -> dict[str, DeviceRecord]:
             PciAddress.parse(raw["address"])
             records[raw["address"]] = DeviceRecord(
                 raw["address"], raw["original_driver"], raw["original_override"], raw["owner"],
-                tuple(raw.get("consoles", ())), bool(raw.get("nvidia_unloaded", False)))
+                tuple(raw.get("consoles", ())), bool(raw.get("nvidia_unloaded", False)),
+                tuple(raw.get("framebuffers", ())))
         except (ValueError, KeyError, TypeError, VfiodeskError) as exc:
             raise HostReadError(f"the journal file {path} is damaged ({exc})",
                                 "check the device by hand (vfiodesk devices), then delete the file") from None

@@ -51,6 +51,7 @@ def _report_json(report: BindReport, dry_run: bool) -> dict[str, object]:
         "bind": [str(d.address) for d in report.plan.to_bind],
         "already_bound": [str(d.address) for d in report.plan.already_bound],
         "free_consoles": list(report.plan.free_consoles),
+        "free_framebuffers": list(report.plan.free_framebuffers),
         "unload_nvidia": report.plan.unload_nvidia,
         "warnings": list(report.plan.warnings) + [a for d in report.plan.devices for a in reset_advice(d)],
         "writes": report.writes,

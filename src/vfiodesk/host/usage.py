@@ -19,6 +19,7 @@ class HostUsage:
     root_fs: frozenset[PciAddress] = frozenset()  # controllers behind / (all of the path)
     default_route: frozenset[PciAddress] = frozenset()  # NICs the default route leaves by
     fb_consoles: tuple[str, ...] = ()  # vtcon entries bound to a framebuffer console
+    platform_fbs: tuple[str, ...] = ()  # "driver/device" firmware framebuffers (efifb, simpledrm)
     device_holders: dict[PciAddress, tuple[str, ...]] = field(default_factory=dict)  # "pid comm"
     nvidia_holders: tuple[str, ...] = ()
 
@@ -82,6 +83,22 @@ def read_fb_consoles(host: P.HostPaths) -> tuple[str, ...]:
     return tuple(bound)
 
 
+# Firmware framebuffers that sit on the boot GPU's memory until its real driver takes over.
+_PLATFORM_FB_DRIVERS = ("efi-framebuffer", "simple-framebuffer", "simpledrm", "vesa-framebuffer")
+
+
+def read_platform_framebuffers(host: P.HostPaths) -> tuple[str, ...]:
+    """Bound firmware framebuffer devices, as ``driver/device`` (sys/bus/platform/drivers)."""
+    bound = []
+    for driver in _PLATFORM_FB_DRIVERS:
+        try:
+            entries = os.listdir(host(P.SYS_PLATFORM_DRIVERS, driver))
+        except OSError:
+            continue
+        bound += [f"{driver}/{entry}" for entry in sorted(entries) if "framebuffer" in entry]
+    return tuple(bound)
+
+
 def _device_nodes(host: P.HostPaths, address: PciAddress) -> set[str]:
     """/dev/dri nodes of a GPU (its drm/cardN and renderDN children)."""
     try:
@@ -133,6 +150,7 @@ def read_host_usage(host: P.HostPaths, gpus: list[PciAddress]) -> HostUsage:
         root_fs=read_root_fs_devices(host),
         default_route=read_default_route_devices(host),
         fb_consoles=read_fb_consoles(host),
+        platform_fbs=read_platform_framebuffers(host),
         device_holders={gpu: holders for gpu in gpus
                         if (holders := holders_of(open_files, _device_nodes(host, gpu)))},
         nvidia_holders=holders_of(open_files, {"/dev/nvidia*"}),

@@ -30,6 +30,7 @@ class BindPlan:
     to_bind: tuple[PciDevice, ...]  # endpoints that must move to vfio-pci, in address order
     already_bound: tuple[PciDevice, ...]
     free_consoles: tuple[str, ...]  # vtcon entries to unbind first (the boot GPU's console)
+    free_framebuffers: tuple[str, ...]  # efifb/simpledrm devices on the boot GPU's memory
     unload_nvidia: bool  # the host keeps no NVIDIA GPU on the nvidia driver
     warnings: tuple[str, ...]
 
@@ -86,7 +87,7 @@ def plan_bind(devices: Sequence[PciDevice], patterns: Sequence[PciPattern], usag
             raise RefusedError(f"/dev/nvidia* is held by {', '.join(others)}",
                                "close those programs (or log out of the desktop) first")
     return BindPlan(views, to_bind, already, usage.fb_consoles if boot_gpu_moves else (),
-                    unload, tuple([*refusals, *warnings]))
+                    usage.platform_fbs if boot_gpu_moves else (), unload, tuple([*refusals, *warnings]))
 
 
 def _judge(views: Sequence[GroupView], usage: HostUsage) -> tuple[list[str], list[str]]:
