@@ -168,3 +168,17 @@ def test_plan_invariants(tmp_path_factory: pytest.TempPathFactory, cores: list[C
     assert [v for v, _ in plan.vcpu_pins] == list(range(wanted))
 
 
+
+
+def test_lab_smt_numa_capture(capsys: pytest.CaptureFixture[str]) -> None:
+    """Captured inside the lab: 2 sockets x 2 cores x 2 threads, one NUMA node per socket."""
+    snapshot = Path(__file__).parent / "data/snapshots/lab-smt-numa.tar.gz"
+    payload = run_cli(capsys, "cpus", "--json", "--root", str(snapshot)).json()
+    siblings = {c["cpu"]: c["siblings"] for c in payload["topology"]}
+    assert siblings[0] == "0-1" and siblings[7] == "6-7"
+    plan = payload["plan"]
+    assert [p["cpuset"] for p in plan["vcpupin"]] == [4, 5, 6, 7]  # the whole second node
+    assert plan["numa_node"] == 1 and plan["emulatorpin"] == "0-1"
+    assert plan["guest"] == {"sockets": 1, "dies": 1, "cores": 2, "threads": 2}
+    refused = run_cli(capsys, "cpus", "--vcpus", "3", "--root", str(snapshot))
+    assert refused.status == 2 and "split an SMT core" in refused.stderr
