@@ -130,3 +130,27 @@ def test_install_keeps_a_users_hook_and_uninstall_removes_only_ours(
     assert run_cli(capsys, "hook", "status", "--root", str(host.root)).status == 1
     dry = run_cli(capsys, "hook", "install", "--dry-run", "--root", str(host.root))
     assert "would write" in dry.stdout and not (host.root / "etc/libvirt/hooks/qemu.d/vfiodesk").exists()
+
+
+def test_chain_mode_for_old_libvirt_runs_the_users_hook_first(host: FakeHost, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "user-hook.log"
+    user_text = f'#!/bin/sh\ncat > /dev/null\necho "$@" >> {log}\n[ "$1" != broken ]\n'
+    user_hook = host.file("etc/libvirt/hooks/qemu", user_text)
+    user_hook.chmod(0o750)
+    assert run_cli(capsys, "hook", "install", "--chain", "--root", str(host.root)).status == 0
+    wrapper = host.root / "etc/libvirt/hooks/qemu"
+    chained = host.root / "etc/libvirt/hooks/qemu.vfiodesk-chained"
+    assert chained.read_text() == user_text and oct(chained.stat().st_mode)[-3:] == "750"
+    # The wrapper names the chained script by its path on the host; point it into the tree.
+    wrapper.write_text(wrapper.read_text().replace("/etc/libvirt/hooks/", f"{host.root}/etc/libvirt/hooks/"))
+    env = {**os.environ, "VFIODESK_ROOT": str(host.root)}
+    unmanaged = "<domain><name>other</name></domain>"
+    ok = subprocess.run([str(wrapper), "other", "prepare", "begin", "-"], input=unmanaged, text=True,
+                        capture_output=True, env=env, check=False)
+    assert ok.returncode == 0 and log.read_text() == "other prepare begin -\n"
+    refused = subprocess.run([str(wrapper), "broken", "prepare", "begin", "-"], input=unmanaged,
+                             text=True, capture_output=True, env=env, check=False)
+    assert refused.returncode == 1  # the user's hook still stops a start, as before
+    assert run_cli(capsys, "hook", "uninstall", "--root", str(host.root)).status == 0
+    assert wrapper.read_text() == user_text and not chained.exists()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import click
 
 from vfiodesk import paths as P
 from vfiodesk.cli.options import dry_run_option, host_paths, root_option
 from vfiodesk.errors import VfiodeskError
-from vfiodesk.hook.script import hook_script
+from vfiodesk.hook.script import CHAINED_NAME, hook_script
 from vfiodesk.runner import CommandRunner
 
 HOOK_NAME = "vfiodesk"
@@ -26,15 +27,31 @@ def hook() -> None:
     """Install the libvirt hook that hands devices to VMs vfiodesk manages."""
 
 
+def _targets(host: P.HostPaths) -> tuple[Path, Path, Path]:
+    """Our qemu.d script, the legacy hooks/qemu, and where a chained user script goes."""
+    hooks = host(P.ETC_LIBVIRT_HOOKS)
+    return hooks / "qemu.d" / HOOK_NAME, hooks / "qemu", hooks / CHAINED_NAME
+
+
 @hook.command()
 @click.option("--restart", is_flag=True, help="Restart the libvirt daemon so it sees the new hook.")
+@click.option("--chain", is_flag=True,
+              help="libvirt older than 6.5 (no qemu.d): become hooks/qemu, running the user's own "
+                   "hooks/qemu first.")
 @dry_run_option
 @root_option
-def install(restart: bool, dry_run: bool, root: str | None) -> None:
+def install(restart: bool, chain: bool, dry_run: bool, root: str | None) -> None:
     """Install the hook (a user's own hooks/qemu is left alone: qemu.d runs beside it)."""
     host = host_paths(root)
-    target = host(P.ETC_LIBVIRT_HOOKS, "qemu.d", HOOK_NAME)
+    target, legacy, chained = _targets(host)
     text = hook_script()
+    if chain:
+        user_hook = legacy.exists() and "vfiodesk hook install" not in legacy.read_text(errors="replace")
+        if user_hook and not dry_run:
+            os.replace(legacy, chained)  # the user's script, byte for byte, mode kept
+        target = legacy
+        runs_first = user_hook or chained.exists()
+        text = hook_script(chained=f"/{chained.relative_to(host.root)}" if runs_first else None)
     if dry_run:
         click.echo(f"would write {target} (mode 0755):\n{text}")
         return
@@ -57,17 +74,22 @@ def install(restart: bool, dry_run: bool, root: str | None) -> None:
 @dry_run_option
 @root_option
 def uninstall(dry_run: bool, root: str | None) -> None:
-    """Remove vfiodesk's hook (nothing else in hooks/ is touched)."""
+    """Remove vfiodesk's hook; a chained user hook goes back to hooks/qemu."""
     host = host_paths(root)
-    target = host(P.ETC_LIBVIRT_HOOKS, "qemu.d", HOOK_NAME)
-    if not target.exists():
+    target, legacy, chained = _targets(host)
+    removed = False
+    for path in (target, legacy):
+        if path.exists() and "vfiodesk hook install" in path.read_text(errors="replace"):
+            click.echo(f"{'would remove' if dry_run else 'removed'} {path}")
+            if not dry_run:
+                path.unlink()
+            removed = True
+    if chained.exists():
+        click.echo(f"{'would put' if dry_run else 'put'} {chained} back as {legacy}")
+        if not dry_run:
+            os.replace(chained, legacy)
+    if not removed:
         click.echo("the hook is not installed")
-        return
-    if dry_run:
-        click.echo(f"would remove {target}")
-        return
-    target.unlink()
-    click.echo(f"removed {target}")
 
 
 @hook.command()

@@ -16,7 +16,7 @@ from vfiodesk.domxml.metadata import NAMESPACE
 TEMPLATE = """#!/bin/sh
 # Installed by `vfiodesk hook install`; remove with `vfiodesk hook uninstall`.
 input=$(cat)
-case $input in
+{chain}case $input in
   *{marker}*) ;;
   *) exit 0 ;;
 esac
@@ -30,12 +30,21 @@ sys.exit(main(sys.argv[1:], sys.stdin.buffer.read()))
 """
 
 
-def hook_script(python: str | None = None) -> str:
+# libvirt < 6.5 runs only hooks/qemu: the user's own script moves aside and runs first, with
+# the same arguments and stdin; its failure stops a start as it did before.
+CHAIN = """printf '%s\\n' "$input" | {chained} "$@" || exit $?
+"""
+CHAINED_NAME = "qemu.vfiodesk-chained"
+
+
+def hook_script(python: str | None = None, chained: str | None = None) -> str:
     """The script text for this installation (its interpreter and import paths)."""
     import vfiodesk
 
     package_parent = str(Path(vfiodesk.__file__).resolve().parent.parent)
     site_paths = [p for p in sys.path if p.endswith("site-packages")]
     code = CODE.format(paths=[package_parent, *site_paths])
-    return TEMPLATE.format(marker=shlex.quote(NAMESPACE), python=shlex.quote(python or sys.executable),
+    chain = CHAIN.format(chained=shlex.quote(chained)) if chained else ""
+    return TEMPLATE.format(chain=chain, marker=shlex.quote(NAMESPACE),
+                           python=shlex.quote(python or sys.executable),
                            code=shlex.quote(code))
