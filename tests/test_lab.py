@@ -116,7 +116,8 @@ def _qemu_descendants(ancestor: int) -> set[int]:
     return {pid for pid in found if names.get(pid, "").startswith("qemu-system")}
 
 
-def test_ctrl_c_leaves_no_qemu_behind() -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_leaves_no_qemu_behind(sig: signal.Signals) -> None:
     with lab_slot():
         process = subprocess.Popen([sys.executable, "-m", "vfiodesk", "lab", "run", "--", "sh", "-c",
                                     "echo booted; sleep 600"], stdout=subprocess.PIPE, text=True)
@@ -126,7 +127,7 @@ def test_ctrl_c_leaves_no_qemu_behind() -> None:
                 break
         mine = _qemu_descendants(process.pid)
         assert mine, "the lab's QEMU should be running"
-        process.send_signal(signal.SIGINT)
+        process.send_signal(sig)
         assert process.wait(timeout=60) == 130
         deadline = time.monotonic() + 15
         while any(os.path.exists(f"/proc/{pid}") for pid in mine) and time.monotonic() < deadline:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from tests.cli import run_cli
 from vfiodesk.errors import InputError, VfiodeskError
 from vfiodesk.lab.boot import LabSpec, build_vng_argv
+from vfiodesk.lab.demo import in_the_lab, load_steps
 from vfiodesk.lab.kernel import check_lab_kernel, find_lab_kernel
 
 
@@ -86,3 +89,33 @@ def test_lab_setup_dry_run_prints_the_commands(tmp_path: Path, capsys: pytest.Ca
     (tmp_path / "etc/os-release").write_text("ID=fedora\n")
     refused = run_cli(capsys, "lab", "setup", "--root", str(tmp_path))
     assert refused.status == 1 and "knows Debian and Ubuntu" in refused.stderr
+
+
+def test_kvm_is_opt_in_and_only_built_here(tmp_path: Path) -> None:
+    # Never booted: KVM crashed CI machines; the argv is all this checks.
+    argv = build_vng_argv(LabSpec(accel="kvm"), Path("/k"), tmp_path / "g.sh")
+    assert "--disable-kvm" not in argv
+    with pytest.raises(InputError, match="unknown accelerator"):
+        LabSpec(accel="hvf").validate()
+
+
+def test_missing_qemu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty PATH: no qemu-system-x86_64 anywhere
+    result = run_cli(capsys, "lab", "run", "--", "true")
+    assert result.status == 1
+    assert "qemu-system-x86_64 is not installed" in result.stderr
+    assert "vfiodesk lab setup" in result.stderr
+
+
+def test_demo_steps_tell_the_story_in_order_and_stay_out_of_real_hosts(tmp_path: Path) -> None:
+    names = [item.name for item in load_steps()]
+    assert names[:2] == ["doctor", "devices"] and len(names) == len(set(names))
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text("BOOT_IMAGE=/vmlinuz root=/dev/sda1 intel_iommu=on\n")
+    assert not in_the_lab(cmdline)
+    cmdline.write_text("virtme_hostname=virtme-ng console=ttyS0 intel_iommu=on\n")
+    assert in_the_lab(cmdline)
+    refused = subprocess.run([sys.executable, "-m", "vfiodesk.lab.demo", "--inside"],
+                             capture_output=True, text=True, check=False)
+    assert refused.returncode == 2 and "only inside the lab" in refused.stderr

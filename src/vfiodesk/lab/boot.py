@@ -14,8 +14,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,21 +113,28 @@ def run_in_lab(spec: LabSpec, command: Sequence[str] | str, *,
                on_line: Callable[[str], None] | None = None, timeout: float = 900) -> LabResult:
     """Boot the lab, run ``command`` (argv, or a shell script text) as root, return its status.
 
-    The whole QEMU process group is killed on any exit path (error, timeout, Ctrl-C), so no
-    stray QEMU stays behind.
+    The whole QEMU process group is killed on any exit path (error, timeout, Ctrl-C, SIGTERM,
+    SIGHUP), so no stray QEMU stays behind.
     """
     spec.validate()
     kernel = check_lab_kernel(spec.kernel) if spec.kernel else find_lab_kernel()
     tool_path("qemu-system-x86_64")
+    if spec.accel == "kvm" and not os.path.exists("/dev/kvm"):
+        raise InputError("--accel kvm needs /dev/kvm, and this host has none",
+                         "leave --accel out: the lab runs under TCG by default")
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # vng calls virtme-run
     lines: list[str] = []
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="vfiodesk-lab-", dir=_shared_tmp()) as workdir:
+    with tempfile.TemporaryDirectory(prefix="vfiodesk-lab-", dir=_shared_tmp()) as workdir, \
+            _signals_unwind():
         script = write_guest_script(Path(workdir), command, spec.env)
         argv = build_vng_argv(spec, kernel, script)
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        # A guest that hangs silently never ends the read loop: the watchdog kills the group.
+        watchdog = threading.Timer(timeout, _kill_group, (process,))
+        watchdog.start()
         try:
             assert process.stdout is not None
             for raw in process.stdout:
@@ -134,16 +142,34 @@ def run_in_lab(spec: LabSpec, command: Sequence[str] | str, *,
                 lines.append(line)
                 if on_line is not None:
                     on_line(line)
-                if time.monotonic() - started > timeout:
-                    raise VfiodeskError(f"the lab did not finish in {timeout:.0f} s",
-                                        "raise the timeout, or look at the output above")
-            returncode = process.wait(timeout=max(1.0, timeout - (time.monotonic() - started)))
-        except subprocess.TimeoutExpired:
-            raise VfiodeskError(f"the lab did not finish in {timeout:.0f} s",
-                                "raise the timeout, or look at the output above") from None
+            returncode = process.wait()
         finally:
+            watchdog.cancel()
             _kill_group(process)
-    return LabResult(returncode, "\n".join(lines), time.monotonic() - started)
+    seconds = time.monotonic() - started
+    if seconds >= timeout:
+        raise VfiodeskError(f"the lab did not finish in {timeout:.0f} s",
+                            "raise the timeout, or look at the output above")
+    return LabResult(returncode, "\n".join(lines), seconds)
+
+
+@contextlib.contextmanager
+def _signals_unwind() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a CI timeout, a closed terminal) unwind like Ctrl-C, so the
+    ``finally`` that kills QEMU runs. Python can set handlers only in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _shared_tmp() -> str:

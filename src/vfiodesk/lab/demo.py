@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 RESULT_PREFIX = "@@ "
 
@@ -51,8 +52,18 @@ def load_steps() -> list[Step]:
     return STEPS
 
 
+def in_the_lab(cmdline: Path = Path("/proc/cmdline")) -> bool:
+    """virtme-ng boots the lab with virtme_* kernel parameters; a real host has none."""
+    return any(word.startswith("virtme_") for word in cmdline.read_text().split())
+
+
 def run_inside() -> int:
     """Run every step in the guest; a failed step does not stop the story (later ones say why)."""
+    if not in_the_lab():
+        # The steps bind the lab's 01:00 card: on a real host that address is real hardware.
+        print("vfiodesk.lab.demo --inside runs only inside the lab: use `vfiodesk lab demo`",
+              file=sys.stderr)
+        return 2
     state: dict[str, object] = {}
     failed = 0
     for item in load_steps():

@@ -24,11 +24,21 @@ def devices(state: dict[str, object]) -> StepOutcome:
     gpu, audio = by_address.get(GPU_ADDRESS), by_address.get(GPU_AUDIO_ADDRESS)
     if gpu is None or audio is None:
         return StepOutcome(False, "the GPU-shaped pair is missing from the lab")
+    groups = {group["number"]: group for group in listing["groups"]}
     group = gpu["iommu_group"]
-    clean = next(g["clean"] for g in listing["groups"] if g["number"] == group)
-    strangers = [by_address[a]["role"] for a in STRANGER_ADDRESSES if a in by_address]
-    ok = (listing["iommu_enabled"] and audio["iommu_group"] == group and clean
-          and audio["role"] == "companion" and "stranger" in strangers)
+    strangers = {by_address[a]["iommu_group"] for a in STRANGER_ADDRESSES if a in by_address}
+    problems = [text for text, wrong in (
+        ("the IOMMU is off", not listing["iommu_enabled"]),
+        (f"{GPU_AUDIO_ADDRESS} is not in the GPU's group", audio["iommu_group"] != group),
+        (f"group {group} is not clean", not groups[group]["clean"]),
+        (f"roles are {gpu['role']}/{audio['role']}, not target/companion",
+         (gpu["role"], audio["role"]) != ("target", "companion")),
+        ("the serial cards do not make one unclean group",
+         len(strangers) != 1 or any(groups[number]["clean"] for number in strangers)),
+    ) if wrong]
     state["gpu_group"] = group
-    return StepOutcome(ok, f"group {group}: {GPU_ADDRESS} ({gpu['driver']}) + {GPU_AUDIO_ADDRESS} "
-                           f"({audio['driver']}); the serial cards share a group with a stranger")
+    if problems:
+        return StepOutcome(False, "; ".join(problems))
+    return StepOutcome(True, f"group {group}: {GPU_ADDRESS} ({gpu['driver']}) + {GPU_AUDIO_ADDRESS} "
+                             f"({audio['driver']}); the serial cards' group {strangers.pop()} "
+                             "has a stranger")
