@@ -22,10 +22,20 @@ PROBE = ('echo "@@ $(vfiodesk devices --json | tr -d \'\\n\')"; '
          'print(json.dumps(sys.stdin.read().splitlines()))\')"')
 
 
-def lab_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    with lab_slot():
-        return subprocess.run([sys.executable, "-m", "vfiodesk", "lab", *args], capture_output=True,
-                              text=True, timeout=timeout, check=False)
+def lab_cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """`vfiodesk lab ARGS`; past ``timeout`` it gets SIGTERM (which stops its QEMU), not the
+    SIGKILL of subprocess.run's timeout, which would orphan the QEMU it started."""
+    argv = [sys.executable, "-m", "vfiodesk", "lab", *args]
+    with lab_slot(), subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            stdout, stderr = process.communicate(timeout=60)
+            raise AssertionError(f"lab {' '.join(args)} ran over {timeout:.0f} s:\n"
+                                 + stdout[-3000:]) from None
+        return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
 
 
 def result_lines(output: str) -> list[Any]:
@@ -136,7 +146,7 @@ def test_interrupt_leaves_no_qemu_behind(sig: signal.Signals) -> None:
 
 
 def test_demo_tells_the_story_and_passes() -> None:
-    done = lab_cli("demo", timeout=900)
+    done = lab_cli("demo", timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:]
     assert "Every step passed." in done.stdout
     assert "doctor: is the host ready" in done.stdout
