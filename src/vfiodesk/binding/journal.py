@@ -9,13 +9,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vfiodesk import paths as P
 from vfiodesk.errors import HostReadError, VfiodeskError
+from vfiodesk.hostfiles.atomic import write_atomic
 from vfiodesk.model.pci import PciAddress
 
 
@@ -34,24 +34,9 @@ def journal_dir(host: P.HostPaths) -> Path:
     return host(P.RUN_VFIODESK, "devices")
 
 
-def write_atomic(path: Path, data: str) -> None:
-    """Write via a temp file, fsync, rename: a crash leaves the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
 def record(host: P.HostPaths, entry: DeviceRecord) -> None:
-    write_atomic(journal_dir(host) / f"{entry.address}.json", json.dumps(asdict(entry)))
+    path = journal_dir(host) / f"{entry.address}.json"
+    write_atomic(path, json.dumps(asdict(entry)).encode(), str(path))
 
 
 def forget(host: P.HostPaths, address: str) -> None:

@@ -6,13 +6,13 @@ import json
 import os
 
 from vfiodesk import paths as P
-from vfiodesk.binding import journal
 from vfiodesk.binding.engine import bind_devices, plan_for, release_devices
 from vfiodesk.domxml.document import DomainDocument
 from vfiodesk.domxml.metadata import VmManagement
 from vfiodesk.domxml.tune import pci_hostdevs
 from vfiodesk.errors import InputError, RefusedError, VfiodeskError
 from vfiodesk.host.pci import read_pci_device
+from vfiodesk.hostfiles.atomic import write_atomic
 from vfiodesk.model.cpuset import CpuSet
 from vfiodesk.model.pci import PciAddress, PciPattern
 from vfiodesk.model.sizes import KIB
@@ -103,7 +103,8 @@ def _runtime_resources(host: P.HostPaths, vm: str, doc: DomainDocument,
         state["isolated"] = str(online)
         done.append(f"host tasks confined to CPUs {keep}")
     if state:
-        journal.write_atomic(host(P.RUN_VFIODESK, f"vm-{vm}.json"), json.dumps(state))
+        path = host(P.RUN_VFIODESK, f"vm-{vm}.json")
+        write_atomic(path, json.dumps(state).encode(), str(path))
     return done
 
 
