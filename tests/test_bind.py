@@ -1,19 +1,22 @@
 """The binding engine's plans, refusals, journal and rollback on fake trees.
 
-A tree's files do not react like sysfs, so these tests check decisions and the exact writes;
-tests/test_lab_bind.py proves the effects on the lab's real kernel.
+A plain tree's files do not react like sysfs: those tests check decisions and the exact writes.
+Trees driven by tests/fakekernel.py react (drivers appear with their modules), so release is
+verified there; tests/test_lab_bind.py proves the effects on the lab's real kernel.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.cli import run_cli
 from tests.fakehost import FakeHost, ready_host
-from vfiodesk.binding.engine import FAULT_ENV, bind_devices
+from tests.fakekernel import FakeKernel, FakeModprobe, FakeModule, FakeModules, driver_of
+from vfiodesk.binding.engine import FAULT_ENV, bind_devices, release_devices
 from vfiodesk.binding.journal import read_records
 from vfiodesk.errors import ExitStatus, RefusedError, VfiodeskError
 from vfiodesk.host.pci import scan_pci_devices
@@ -198,3 +201,137 @@ def test_a_gpu_held_by_a_display_server_is_refused(host: FakeHost,
     assert result.status == ExitStatus.REFUSED
     assert "is in use by 812 Xorg" in result.stderr and "bash" not in result.stderr
     assert read_records(host.paths) == {}
+
+
+def _nvidia_desktop(tmp_path: Path) -> tuple[FakeHost, FakeModules]:
+    """The seed's host: the card on the nvidia driver, its stack loaded, HDMI audio on
+    snd_hda_intel, vfio-pci loaded; drivers exist only while their modules are loaded."""
+    tree = ready_host(tmp_path / "host")
+    tree.file("sys/bus/pci/drivers/vfio-pci/.keep")
+    gpu = tree.root / "sys/devices/pci0000:00/0000:01:00.0"
+    (gpu / "driver").unlink()
+    shutil.rmtree(tree.root / "sys/bus/pci/drivers/nouveau")
+    modules = FakeModules(tree)
+    modules.add(FakeModule("nvidia", "nvidia", ("0000:01:00.0",)), loaded=True)
+    modules.add(FakeModule("nvidia_modeset", depends=("nvidia",)), loaded=True)
+    modules.add(FakeModule("nvidia_drm", depends=("nvidia_modeset",)), loaded=True)
+    modules.add(FakeModule("nvidia_uvm", depends=("nvidia",)), loaded=True)
+    modules.add(FakeModule("snd_hda_intel", "snd_hda_intel", ("0000:00:1f.3", "0000:01:00.1")), loaded=True)
+    return tree, modules
+
+
+def test_nvidia_is_given_back_after_its_modules_are_loaded_again(tmp_path: Path) -> None:
+    tree, modules = _nvidia_desktop(tmp_path)
+    assert driver_of(tree, "0000:01:00.0") == "nvidia"
+    runner = FakeModprobe(tree.paths, modules=modules)
+    bind_devices(tree.paths, [parse_pci_pattern("01:00")], writer=FakeKernel(tree.paths, modules=modules),
+                 runner=runner)
+    assert [driver_of(tree, a) for a in ("0000:01:00.0", "0000:01:00.1")] == ["vfio-pci", "vfio-pci"]
+    assert not (tree.root / "sys/bus/pci/drivers/nvidia").exists()  # gone with its module
+    assert read_records(tree.paths)["0000:01:00.0"].module == "nvidia"
+    runner.ran.clear()
+    report = release_devices(tree.paths, None, writer=FakeKernel(tree.paths, modules=modules),
+                             runner=runner)
+    assert runner.ran == ["modprobe nvidia", "modprobe nvidia_modeset", "modprobe nvidia_drm",
+                          "modprobe nvidia_uvm", "systemctl start nvidia-persistenced"]
+    assert [driver_of(tree, a) for a in ("0000:01:00.0", "0000:01:00.1")] == ["nvidia", "snd_hda_intel"]
+    assert report.done == ["0000:01:00.0: back on nvidia", "0000:01:00.1: back on snd_hda_intel"]
+    assert report.notices == [] and read_records(tree.paths) == {}
+
+
+def test_a_driver_unloaded_while_on_vfio_is_loaded_again(tmp_path: Path) -> None:
+    tree, modules = _nvidia_desktop(tmp_path)
+    modules.add(FakeModule("nouveau", "nouveau", ("0000:01:00.0",)), loaded=False)
+    for name in ("nvidia_drm", "nvidia_modeset", "nvidia_uvm", "nvidia"):
+        modules.unload(name)
+    modules.load("nouveau")
+    runner = FakeModprobe(tree.paths, modules=modules)
+    bind_devices(tree.paths, [parse_pci_pattern("01:00")], writer=FakeKernel(tree.paths, modules=modules),
+                 runner=runner)
+    runner.run(["modprobe", "-r", "snd_hda_intel"])  # meanwhile, the host drops its sound driver
+    assert driver_of(tree, "0000:00:1f.3") is None
+    report = release_devices(tree.paths, None, writer=FakeKernel(tree.paths, modules=modules),
+                             runner=runner)
+    assert runner.ran[-1] == "modprobe snd_hda_intel"
+    assert [driver_of(tree, a) for a in ("0000:01:00.0", "0000:01:00.1", "0000:00:1f.3")] == \
+        ["nouveau", "snd_hda_intel", "snd_hda_intel"]
+    assert report.done[1] == "0000:01:00.1: back on snd_hda_intel"
+
+
+def test_a_failed_module_load_keeps_the_journal_for_restore(tmp_path: Path) -> None:
+    tree, modules = _nvidia_desktop(tmp_path)
+    runner = FakeModprobe(tree.paths, modules=modules)
+    bind_devices(tree.paths, [parse_pci_pattern("01:00")], writer=FakeKernel(tree.paths, modules=modules),
+                 runner=runner)
+    nvidia = modules.known.pop("nvidia")  # say, a kernel update removed it
+    with pytest.raises(VfiodeskError, match="modprobe nvidia failed") as failed:
+        release_devices(tree.paths, None, writer=FakeKernel(tree.paths, modules=modules), runner=runner)
+    assert "vfiodesk restore --all" in (failed.value.hint or "")
+    assert set(read_records(tree.paths)) == {"0000:01:00.0", "0000:01:00.1"}
+    modules.known["nvidia"] = nvidia
+    release_devices(tree.paths, None, writer=FakeKernel(tree.paths, modules=modules), runner=runner)
+    assert driver_of(tree, "0000:01:00.0") == "nvidia" and read_records(tree.paths) == {}
+
+
+def _boot_gpu_with_efifb(tree: FakeHost) -> None:
+    tree.file("sys/class/vtconsole/vtcon1/name", "(M) frame buffer device\n")
+    tree.file("sys/class/vtconsole/vtcon1/bind", "1\n")
+    tree.file("sys/devices/platform/efi-framebuffer.0/uevent", "DRIVER=efi-framebuffer\n")
+    tree.link("sys/bus/platform/drivers/efi-framebuffer/efi-framebuffer.0",
+              "../../../../devices/platform/efi-framebuffer.0")
+    (tree.root / "sys/devices/pci0000:00/0000:01:00.0/boot_vga").write_text("1\n")
+
+
+def test_efifb_that_cannot_come_back_is_reported_and_the_release_finishes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    tree, modules = _nvidia_desktop(tmp_path)
+    _boot_gpu_with_efifb(tree)
+    runner = FakeModprobe(tree.paths, modules=modules)
+    bind_devices(tree.paths, [parse_pci_pattern("01:00")], writer=FakeKernel(tree.paths, modules=modules),
+                 runner=runner)
+    assert (tree.root / "sys/class/vtconsole/vtcon1/bind").read_text() == "0\n"
+    assert not (tree.root / "sys/devices/platform/efi-framebuffer.0").exists()  # vfio-pci took it
+    monkeypatch.setattr("vfiodesk.cli.bind.SysfsWriter",
+                        lambda host, dry_run: FakeKernel(host, dry_run, modules=modules))
+    monkeypatch.setattr("vfiodesk.binding.engine.CommandRunner",
+                        lambda host, dry_run: FakeModprobe(host, dry_run, modules=modules))
+    result = run_cli(capsys, "unbind", "01:00", "--root", str(tree.root))
+    assert result.status == 0, result.stderr
+    assert "0000:01:00.0: back on nvidia" in result.stdout
+    assert ("the console framebuffer efi-framebuffer.0 could not be re-attached (writing "
+            "'efi-framebuffer.0' to /sys/bus/platform/drivers/efi-framebuffer/bind failed: No such "
+            "device); the devices are back, and the screen comes back when 0000:01:00.0's own driver "
+            "(nvidia) takes the screen over, or after a reboot") in result.stderr
+    assert (tree.root / "sys/class/vtconsole/vtcon1/bind").read_text() == "1\n"
+    assert driver_of(tree, "0000:01:00.0") == "nvidia" and read_records(tree.paths) == {}
+
+
+def test_unbind_dry_run_lists_the_writes_and_commands_in_order(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tree, modules = _nvidia_desktop(tmp_path)
+    _boot_gpu_with_efifb(tree)
+    bind_devices(tree.paths, [parse_pci_pattern("01:00")], writer=FakeKernel(tree.paths, modules=modules),
+                 runner=FakeModprobe(tree.paths, modules=modules))
+    before = {p: p.read_bytes() for p in tree.root.rglob("*") if p.is_file()}
+    result = run_cli(capsys, "unbind", "01:00", "--dry-run", "--root", str(tree.root))
+    assert result.status == 0, result.stderr
+    device = "/sys/bus/pci/devices/0000:01:00"
+    assert result.stdout.splitlines() == [
+        "Would write and run, in this order:",
+        f"  echo (empty) > {device}.0/driver_override",
+        f"  echo 0000:01:00.0 > {device}.0/driver/unbind",
+        f"  echo (empty) > {device}.1/driver_override",
+        f"  echo 0000:01:00.1 > {device}.1/driver/unbind",
+        "  echo efi-framebuffer.0 > /sys/bus/platform/drivers/efi-framebuffer/bind",
+        "  modprobe nvidia", "  modprobe nvidia_modeset", "  modprobe nvidia_drm", "  modprobe nvidia_uvm",
+        "  echo 0000:01:00.0 > /sys/bus/pci/drivers_probe",
+        "  echo 0000:01:00.1 > /sys/bus/pci/drivers_probe",
+        "  echo 1 > /sys/class/vtconsole/vtcon1/bind",
+        "  systemctl start nvidia-persistenced",
+        "0000:01:00.0: would go back to nvidia",
+        "0000:01:00.1: would go back to snd_hda_intel",
+    ]
+    assert "back on" not in result.stdout + result.stderr
+    assert {p: p.read_bytes() for p in tree.root.rglob("*") if p.is_file()} == before
+    restore = run_cli(capsys, "restore", "--all", "--dry-run", "--root", str(tree.root))
+    assert restore.stdout == result.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,11 +13,18 @@ from vfiodesk import paths as P
 from vfiodesk.binding import journal
 from vfiodesk.binding.sysfs import SysfsWriter
 from vfiodesk.errors import VfiodeskError
-from vfiodesk.host.kernel import read_modules
+from vfiodesk.host.kernel import read_driver_module, read_modules
 from vfiodesk.host.pci import scan_pci_devices
 from vfiodesk.host.usage import read_host_usage
 from vfiodesk.model.pci import PciAddress, PciPattern
-from vfiodesk.plan.bind import NVIDIA_MODULES, NVIDIA_PERSISTENCED, VFIO_DRIVER, BindPlan, plan_bind
+from vfiodesk.plan.bind import (
+    NVIDIA_LOAD_ORDER,
+    NVIDIA_MODULES,
+    NVIDIA_PERSISTENCED,
+    VFIO_DRIVER,
+    BindPlan,
+    plan_bind,
+)
 from vfiodesk.runner import CommandRunner
 
 # Tests inject a fault after a given device's unbind: "fail:<address>" raises, "kill:<address>"
@@ -47,12 +55,14 @@ def plan_for(host: P.HostPaths, patterns: Sequence[PciPattern], *, force: bool) 
 
 
 def bind_devices(host: P.HostPaths, patterns: Sequence[PciPattern], *, force: bool = False,
-                 dry_run: bool = False, owner: str = "cli") -> BindReport:
+                 dry_run: bool = False, owner: str = "cli", writer: SysfsWriter | None = None,
+                 runner: CommandRunner | None = None) -> BindReport:
     """Move the named devices' groups to vfio-pci, or change nothing."""
+    writer = writer or SysfsWriter(host, dry_run=dry_run)
+    dry_run = writer.dry_run
+    runner = runner or CommandRunner(host, dry_run=dry_run)
     with journal.locked(host, dry_run=dry_run):
         plan = plan_for(host, patterns, force=force)
-        writer = SysfsWriter(host, dry_run=dry_run)
-        runner = CommandRunner(host, dry_run=dry_run)
         report = BindReport(plan, writes=writer.log)
         if plan.to_bind:
             _ensure_vfio_module(host, runner, report)
@@ -93,7 +103,7 @@ def _journal_originals(host: P.HostPaths, plan: BindPlan, owner: str, dry_run: b
         journal.record(host, journal.DeviceRecord(
             address, device.driver, device.driver_override, owner,
             plan.free_consoles if boot_gpu else (), plan.unload_nvidia and device.driver == "nvidia",
-            plan.free_framebuffers if boot_gpu else ()))
+            plan.free_framebuffers if boot_gpu else (), read_driver_module(host, device.driver)))
 
 
 def _apply(host: P.HostPaths, plan: BindPlan, writer: SysfsWriter, runner: CommandRunner,
@@ -135,12 +145,19 @@ def _roll_back(host: P.HostPaths, addresses: list[str], writer: SysfsWriter,
                         lock=False)
 
 
+@dataclass
+class ReleaseReport:
+    done: list[str] = field(default_factory=list)  # one line per device: where it is (or would be)
+    notices: list[str] = field(default_factory=list)  # what could not be put back, and what will
+    steps: list[str] = field(default_factory=list)  # the writes and commands, in order
+
+
 def release_devices(host: P.HostPaths, addresses: Sequence[PciAddress] | None, *,
                     owner: str | None = None, dry_run: bool = False, writer: SysfsWriter | None = None,
-                    runner: CommandRunner | None = None, lock: bool = True) -> list[str]:
-    """Give journaled devices back to their original drivers, verified; returns what it did."""
+                    runner: CommandRunner | None = None, lock: bool = True) -> ReleaseReport:
+    """Give journaled devices back to their original drivers, verified."""
     writer = writer or SysfsWriter(host, dry_run=dry_run)
-    runner = runner or CommandRunner(host, dry_run=dry_run)
+    runner = runner or CommandRunner(host, dry_run=writer.dry_run)
     if lock:
         with journal.locked(host, dry_run=writer.dry_run):
             return _release(host, addresses, owner, writer, runner)
@@ -148,33 +165,107 @@ def release_devices(host: P.HostPaths, addresses: Sequence[PciAddress] | None, *
 
 
 def _release(host: P.HostPaths, addresses: Sequence[PciAddress] | None, owner: str | None,
-             writer: SysfsWriter, runner: CommandRunner) -> list[str]:
+             writer: SysfsWriter, runner: CommandRunner) -> ReleaseReport:
+    """The order mirrors a boot: devices off vfio-pci, firmware framebuffers, the drivers'
+    modules, then each device probed and verified, consoles last."""
     records = journal.read_records(host)
     wanted = set(records) if addresses is None else {str(a) for a in addresses}
     chosen = [r for address, r in sorted(records.items())
               if address in wanted and (owner is None or r.owner == owner)]
-    done = []
+    report = ReleaseReport(steps=writer.log)
+    present = []
     for entry in chosen:
         if not writer.exists(entry.address):
-            done.append(f"{entry.address}: gone from the bus; forgotten")
+            report.done.append(f"{entry.address}: gone from the bus; forgotten")
             if not writer.dry_run:
                 journal.forget(host, entry.address)
             continue
+        present.append(entry)
         writer.set_override(entry.address, entry.original_override)
         if writer.driver(entry.address) != entry.original_driver:
             writer.unbind(entry.address)
+    for framebuffer in sorted({f for entry in present for f in entry.framebuffers}):
+        _reattach_framebuffer(host, framebuffer, present, writer, report)
+    for module in _modules_to_load(host, present):
+        _command(runner, writer, ["modprobe", module], check=module != "nvidia_uvm")
+    for entry in present:
+        if writer.driver(entry.address) != entry.original_driver:
+            _require_driver(host, entry, writer)
             writer.probe(entry.address, entry.original_driver)
-        done.append(f"{entry.address}: back on {entry.original_driver or 'no driver'}")
-    if any(entry.nvidia_unloaded for entry in chosen):
-        runner.run(["modprobe", "nvidia_drm"])  # pulls nvidia_modeset and nvidia back in
-        runner.run(["modprobe", "nvidia_uvm"], check=False)
-        runner.run(["systemctl", "start", NVIDIA_PERSISTENCED], check=False)
-    for framebuffer in sorted({f for entry in chosen for f in entry.framebuffers}):
-        fb_driver, fb_device = framebuffer.split("/")
-        writer.write(f"{P.SYS_PLATFORM_DRIVERS}/{fb_driver}/bind", fb_device)
-    for console in sorted({c for entry in chosen for c in entry.consoles}):
-        writer.write(f"{P.SYS_VTCONSOLE}/{console}/bind", "1")
+        where = entry.original_driver or "no driver"
+        report.done.append(f"{entry.address}: would go back to {where}" if writer.dry_run
+                           else f"{entry.address}: back on {where}")
+    for console in sorted({c for entry in present for c in entry.consoles}):
+        try:
+            writer.write(f"{P.SYS_VTCONSOLE}/{console}/bind", "1")
+        except VfiodeskError as exc:
+            _notice(host, report, f"the text console {console} could not be re-attached "
+                                  f"({exc.message}); a reboot gives it back")
+    if any(entry.nvidia_unloaded for entry in present):
+        _command(runner, writer, ["systemctl", "start", NVIDIA_PERSISTENCED], check=False)
     if not writer.dry_run:
-        for entry in chosen:
+        for entry in present:
             journal.forget(host, entry.address)
-    return done
+    return report
+
+
+def _modules_to_load(host: P.HostPaths, entries: Sequence[journal.DeviceRecord]) -> list[str]:
+    """Modules to load before probing: the NVIDIA stack bind unloaded (in dependency order),
+    and the module of any original driver that is gone now (unloaded while on vfio-pci)."""
+    modules: list[str] = []
+    if any(entry.nvidia_unloaded for entry in entries):
+        modules += NVIDIA_LOAD_ORDER
+    for entry in entries:
+        driver = entry.original_driver
+        if driver and entry.module and not host(P.SYS_PCI_DRIVERS, driver).is_dir():
+            modules.append(entry.module)
+    return list(dict.fromkeys(modules))
+
+
+def _require_driver(host: P.HostPaths, entry: journal.DeviceRecord, writer: SysfsWriter) -> None:
+    """A probe for a driver that is not there would leave the device on no driver, unexplained."""
+    driver = entry.original_driver
+    if driver is None or writer.dry_run or not writer.reacts or host(P.SYS_PCI_DRIVERS, driver).is_dir():
+        return
+    why = (f"modprobe {entry.module} did not bring it back" if entry.module
+           else "the journal does not say which module provides it")
+    raise VfiodeskError(f"{entry.address} waits on no driver: its driver {driver} is not loaded "
+                        f"({why})", f"load it (modprobe MODULE), then run vfiodesk restore {entry.address}")
+
+
+def _command(runner: CommandRunner, writer: SysfsWriter, argv: list[str], *, check: bool) -> None:
+    """Run a command as one step of the ordered log; a dry run only records it."""
+    writer.log.append(shlex.join(argv))
+    if writer.dry_run:
+        return
+    try:
+        runner.run(argv, check=check)
+    except VfiodeskError as exc:
+        raise VfiodeskError(exc.message, "the devices wait on no driver and the journal keeps "
+                                         "them: fix the cause, then run vfiodesk restore --all") from None
+
+
+def _reattach_framebuffer(host: P.HostPaths, framebuffer: str, entries: Sequence[journal.DeviceRecord],
+                          writer: SysfsWriter, report: ReleaseReport) -> None:
+    """Bind a firmware framebuffer back; the kernel may refuse for good (vfio-pci removes the
+    framebuffers on a VGA device's memory when it takes it, drivers/vfio/pci/vfio_pci_core.c,
+    and a removed sysfb device does not come back), and that must not fail the release."""
+    fb_driver, fb_device = framebuffer.split("/")
+    try:
+        writer.write(f"{P.SYS_PLATFORM_DRIVERS}/{fb_driver}/bind", fb_device)
+    except VfiodeskError as exc:
+        owner = next(entry for entry in entries if framebuffer in entry.framebuffers)
+        comes_back = (f"when {owner.address}'s own driver ({owner.original_driver}) takes the screen "
+                      "over, or after a reboot" if owner.original_driver else "after a reboot")
+        _notice(host, report, f"the console framebuffer {fb_device} could not be re-attached "
+                              f"({exc.message}); the devices are back, and the screen comes back "
+                              f"{comes_back}")
+
+
+def _notice(host: P.HostPaths, report: ReleaseReport, message: str) -> None:
+    report.notices.append(message)
+    if host.is_real_host:
+        import syslog
+
+        syslog.openlog("vfiodesk", syslog.LOG_PID, syslog.LOG_USER)
+        syslog.syslog(syslog.LOG_WARNING, message)

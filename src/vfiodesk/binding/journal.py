@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +18,9 @@ from vfiodesk import paths as P
 from vfiodesk.errors import HostReadError, VfiodeskError
 from vfiodesk.hostfiles.atomic import write_atomic
 from vfiodesk.model.pci import PciAddress
+
+# What modprobe gets from the journal: a module name, never an option or a path.
+_MODULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,7 @@ class DeviceRecord:
     consoles: tuple[str, ...] = ()  # vtcon entries unbound for this GPU, rebound on release
     nvidia_unloaded: bool = False
     framebuffers: tuple[str, ...] = ()  # "driver/device" firmware framebuffers, rebound on release
+    module: str | None = None  # the original driver's kernel module, loaded again if it went away
 
 
 def journal_dir(host: P.HostPaths) -> Path:
@@ -52,10 +57,13 @@ def read_records(host: P.HostPaths) -> dict[str, DeviceRecord]:
         try:
             raw = json.loads(path.read_text())
             PciAddress.parse(raw["address"])
+            module = raw.get("module")
+            if module is not None and not _MODULE_NAME.fullmatch(module):
+                raise ValueError(f"{module!r} is not a module name")
             records[raw["address"]] = DeviceRecord(
                 raw["address"], raw["original_driver"], raw["original_override"], raw["owner"],
                 tuple(raw.get("consoles", ())), bool(raw.get("nvidia_unloaded", False)),
-                tuple(raw.get("framebuffers", ())))
+                tuple(raw.get("framebuffers", ())), module)
         except (ValueError, KeyError, TypeError, VfiodeskError) as exc:
             raise HostReadError(f"the journal file {path} is damaged ({exc})",
                                 "check the device by hand (vfiodesk devices), then delete the file") from None

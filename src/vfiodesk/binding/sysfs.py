@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from vfiodesk import paths as P
 from vfiodesk.errors import VfiodeskError
@@ -30,11 +31,20 @@ class SysfsWriter:
         if self.dry_run:
             return
         try:
-            with open(path, "w") as handle:
-                handle.write(value + "\n" if value else "\n")
+            self.store(path, value)
         except OSError as exc:
             raise VfiodeskError(f"writing {value!r} to /{relative} failed: {exc.strerror}",
                                 "the kernel refused the change; see dmesg") from None
+
+    def store(self, path: Path, value: str) -> None:
+        """The write itself: one write(2), as the kernel's attribute handlers expect."""
+        with open(path, "w") as handle:
+            handle.write(value + "\n" if value else "\n")
+
+    @property
+    def reacts(self) -> bool:
+        """Whether the tree answers writes like the kernel, so bindings can be read back."""
+        return self.host.is_real_host
 
     def driver(self, address: str) -> str | None:
         return read_link_name(self.host.pci_device(address) / "driver")
@@ -60,8 +70,8 @@ class SysfsWriter:
 
     def wait_for(self, address: str, expected: str | None) -> None:
         """Read the driver link back until it is ``expected``; say what it is otherwise."""
-        if self.dry_run or not self.host.is_real_host:
-            return  # a tree's files do not react to writes; the lab proves the kernel's side
+        if self.dry_run or not self.reacts:
+            return  # a plain tree's files do not react to writes; the lab proves the kernel's side
         deadline = time.monotonic() + _SETTLE_SECONDS
         while True:
             if not self.exists(address):

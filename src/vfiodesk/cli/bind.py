@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vfiodesk.binding.engine import BindReport, bind_devices, release_devices
+from vfiodesk.binding.engine import BindReport, ReleaseReport, bind_devices, release_devices
 from vfiodesk.binding.journal import read_records
 from vfiodesk.binding.sysfs import SysfsWriter
 from vfiodesk.checks.reset import reset_advice
@@ -97,23 +97,23 @@ def unbind(devices: tuple[str, ...], dry_run: bool, root: str | None) -> None:
     chosen = select_devices(scan_pci_devices(host), _patterns(devices))
     journaled = read_records(host)
     addresses = [device.address for device in chosen if str(device.address) in journaled]
-    for line in release_devices(host, addresses, dry_run=dry_run):
-        click.echo(line)
     writer = SysfsWriter(host, dry_run=dry_run)
+    report = release_devices(host, addresses, writer=writer) if addresses else ReleaseReport()
     for device in chosen:
         if str(device.address) in journaled:
             continue
         if device.driver != VFIO_DRIVER:
-            click.echo(f"{device.address}: not on vfio-pci ({device.driver or 'no driver'}); nothing to do")
+            report.done.append(f"{device.address}: not on vfio-pci ({device.driver or 'no driver'}); "
+                               "nothing to do")
             continue
         # Bound by someone else (early binding, another tool): hand it to the kernel's choice.
         writer.set_override(str(device.address), None)
         writer.unbind(str(device.address))
         writer.probe(str(device.address), None)
-        click.echo(f"{device.address}: released to {writer.driver(str(device.address)) or 'no driver'}")
-    if dry_run:
-        for line in writer.log:
-            click.echo(f"would write: {line}")
+        report.done.append(f"{device.address}: would go to the kernel's choice of driver" if dry_run
+                           else f"{device.address}: released to "
+                                f"{writer.driver(str(device.address)) or 'no driver'}")
+    _print_release(report, dry_run, "nothing to do")
 
 
 @click.command()
@@ -127,6 +127,18 @@ def restore(devices: tuple[str, ...], everything: bool, dry_run: bool, root: str
         raise InputError("name devices or pass --all", "e.g. vfiodesk restore --all")
     host = host_paths(root)
     addresses = None if everything else [PciAddress.parse(text) for text in devices]
-    done = release_devices(host, addresses, dry_run=dry_run)
-    for line in done or ["the journal is empty: nothing to restore"]:
+    _print_release(release_devices(host, addresses, dry_run=dry_run), dry_run,
+                   "the journal is empty: nothing to restore")
+
+
+def _print_release(report: ReleaseReport, dry_run: bool, empty: str) -> None:
+    """A dry run lists the writes and commands in the order they would happen, then where each
+    device would end up; a real run says where each device is."""
+    if dry_run and report.steps:
+        click.echo("Would write and run, in this order:")
+        for line in report.steps:
+            click.echo(f"  {line}")
+    for line in report.done or [empty]:
         click.echo(line)
+    for notice in report.notices:
+        click.echo(f"vfiodesk: warning: {notice}", err=True)

@@ -122,7 +122,8 @@ def release(host: P.HostPaths, vm: str, data: bytes) -> list[str]:
     """Undo prepare; runs after a failed prepare too, so every step tolerates 'nothing to do'."""
     doc, _ = _domain(data)
     ours = [address for element, address in pci_hostdevs(doc) if element.get("managed") != "yes"]
-    done = release_devices(host, ours, owner=vm)
+    released = release_devices(host, ours, owner=vm)
+    done = released.done + released.notices
     state_file = host(P.RUN_VFIODESK, f"vm-{vm}.json")
     if state_file.exists():
         state = json.loads(state_file.read_text())

@@ -19,6 +19,8 @@ VFIO_DRIVER = "vfio-pci"
 NVIDIA_VENDOR = 0x10DE
 # Unload order: users first (nvidia_drm, nvidia_modeset, nvidia_uvm), then the core module.
 NVIDIA_MODULES = ("nvidia_drm", "nvidia_modeset", "nvidia_uvm", "nvidia")
+# Load order on the way back: the core module first, then the modules that depend on it.
+NVIDIA_LOAD_ORDER = ("nvidia", "nvidia_modeset", "nvidia_drm", "nvidia_uvm")
 NVIDIA_PERSISTENCED = "nvidia-persistenced"
 PERSISTENCED_COMM = NVIDIA_PERSISTENCED[:15]  # /proc/PID/comm keeps 15 characters
 _FORCE_HINT = "pass --force if you really mean it (the host may lose that device)"
