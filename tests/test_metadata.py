@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-
 import pytest
+from lxml import etree
 
 from vfiodesk.domxml.metadata import (
     MARKER,
@@ -21,11 +20,12 @@ def test_metadata_round_trips_through_domain_xml_text() -> None:
         RecordedDevice(PciAddress.parse("01:00.0"), 0x10DE, 0x1B80, 0x1043, 0x8591, 1),
         RecordedDevice(PciAddress.parse("01:00.1"), 0x10DE, 0x10F0),
     ))
-    metadata = ET.Element("metadata")
+    metadata = etree.Element("metadata")
     metadata.append(build_vm_element(management))
-    text = ET.tostring(metadata)
+    text = etree.tostring(metadata)
     assert MARKER in text and b"vfiodesk:vm" in text
-    assert parse_vm_management(find_vm_element(ET.fromstring(text)) or ET.Element("x")) == management
+    found = find_vm_element(etree.fromstring(text))
+    assert found is not None and parse_vm_management(found) == management
 
 
 @pytest.mark.parametrize(("snippet", "message"), [
@@ -38,6 +38,6 @@ def test_metadata_round_trips_through_domain_xml_text() -> None:
     ('<v:device address="01:00.0" vendor="10de" device="1b80" iommu-group="x"/>', "iommu-group"),
 ])
 def test_bad_metadata_is_refused_with_the_reason(snippet: str, message: str) -> None:
-    element = ET.fromstring(f'<v:vm xmlns:v="https://vfiodesk.dev/xmlns/domain/1">{snippet}</v:vm>')
+    element = etree.fromstring(f'<v:vm xmlns:v="https://vfiodesk.dev/xmlns/domain/1">{snippet}</v:vm>')
     with pytest.raises(InputError, match=message.replace("(", r"\(").replace("[", r"\[")):
         parse_vm_management(element)

@@ -21,15 +21,16 @@ def read_domain(name: str | None, xml_file: Path | None, uri: str | None) -> tup
                          "e.g. vfiodesk vm tune win10, or --xml win10.xml")
     if xml_file is not None:
         try:
-            text = xml_file.read_text()
+            data: str | bytes = xml_file.read_bytes()
         except OSError as exc:
             raise InputError(f"cannot read {xml_file}: {exc.strerror}", "give a domain XML file") from None
     else:
         from vfiodesk import virt
 
         with virt.connection(uri) as conn:
-            text = virt.domain_xml(conn, str(name))
-    return text, DomainDocument.parse(text)
+            data = virt.domain_xml(conn, str(name))
+    doc = DomainDocument.parse(data)
+    return doc.source or "", doc
 
 
 def write_domain(doc: DomainDocument, name: str | None, xml_file: Path | None, uri: str | None) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-
 from vfiodesk.domxml.document import DomainDocument
 
 
@@ -12,10 +10,10 @@ def set_evdev(doc: DomainDocument, keyboard: str, mouse: str) -> None:
     Ctrl keys toggle between host and VM: the modern replacement of Synergy on one machine."""
     for element in [e for e in doc.iter_devices("input") if e.get("type") == "evdev"]:
         doc.remove(element)
-    kbd = ET.SubElement(doc.devices, "input", type="evdev")
-    ET.SubElement(kbd, "source", dev=keyboard, grab="all", grabToggle="ctrl-ctrl", repeat="on")
-    ptr = ET.SubElement(doc.devices, "input", type="evdev")
-    ET.SubElement(ptr, "source", dev=mouse)
+    kbd = doc.append(doc.devices, "input", {"type": "evdev"})
+    doc.append(kbd, "source", {"dev": keyboard, "grab": "all", "grabToggle": "ctrl-ctrl", "repeat": "on"})
+    ptr = doc.append(doc.devices, "input", {"type": "evdev"})
+    doc.append(ptr, "source", {"dev": mouse})
 
 
 AUDIO_BACKENDS = ("pulseaudio", "none", "scream")
@@ -33,11 +31,11 @@ def set_audio(doc: DomainDocument, backend: str, server: str | None = None) -> N
     if backend == "scream":
         _add_shmem(doc, "scream-ivshmem", 2)
         return
-    audio = ET.SubElement(doc.devices, "audio", id="1", type=backend)
+    audio = doc.append(doc.devices, "audio", {"id": "1", "type": backend})
     if backend == "pulseaudio" and server:
         audio.set("serverName", server)
-    sound = ET.SubElement(doc.devices, "sound", model="ich9")
-    ET.SubElement(sound, "audio", id="1")
+    sound = doc.append(doc.devices, "sound", {"model": "ich9"})
+    doc.append(sound, "audio", {"id": "1"})
 
 
 def set_looking_glass(doc: DomainDocument, size_mib: int) -> None:
@@ -56,9 +54,9 @@ def looking_glass_size(width: int, height: int) -> int:
 
 
 def _add_shmem(doc: DomainDocument, name: str, size_mib: int) -> None:
-    shmem = ET.SubElement(doc.devices, "shmem", name=name)
-    ET.SubElement(shmem, "model", type="ivshmem-plain")
-    ET.SubElement(shmem, "size", unit="M").text = str(size_mib)
+    shmem = doc.append(doc.devices, "shmem", {"name": name})
+    doc.append(shmem, "model", {"type": "ivshmem-plain"})
+    doc.append(shmem, "size", {"unit": "M"}, str(size_mib))
 
 
 def _remove_shmem(doc: DomainDocument, name: str) -> None:

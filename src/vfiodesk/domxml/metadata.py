@@ -14,9 +14,10 @@ metadata), so the domain XML carries our per-VM options and the hook reads them 
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Literal
+
+from lxml import etree
 
 from vfiodesk.errors import InputError
 from vfiodesk.model.pci import PciAddress
@@ -64,17 +65,17 @@ _MANAGE_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-def find_vm_element(metadata: ET.Element | None) -> ET.Element | None:
+def find_vm_element(metadata: etree._Element | None) -> etree._Element | None:
     """Our element among <metadata>'s children, or None."""
     return None if metadata is None else metadata.find(ROOT_TAG)
 
 
-def parse_vm_management(element: ET.Element) -> VmManagement:
+def parse_vm_management(element: etree._Element) -> VmManagement:
     """Read and validate our element; unknown options are errors, never guessed."""
     manage = element.find(MANAGE_TAG)
     values = {"binding": "vfiodesk", "hugepages": "none", "isolate-cpus": "no"}
     if manage is not None:
-        for name, value in manage.attrib.items():
+        for name, value in ((str(k), str(v)) for k, v in manage.attrib.items()):
             allowed = _MANAGE_OPTIONS.get(name)
             if allowed is None:
                 raise InputError(f"unknown vfiodesk option {name!r} in the domain metadata", _HINT)
@@ -83,7 +84,7 @@ def parse_vm_management(element: ET.Element) -> VmManagement:
                                  _HINT)
             values[name] = value
     for child in element:
-        if child.tag not in (MANAGE_TAG, DEVICE_TAG):
+        if isinstance(child.tag, str) and child.tag not in (MANAGE_TAG, DEVICE_TAG):
             raise InputError(f"unknown element {child.tag!r} in the vfiodesk metadata", _HINT)
     devices = tuple(_parse_device(child) for child in element.findall(DEVICE_TAG))
     binding: Binding = "libvirt" if values["binding"] == "libvirt" else "vfiodesk"
@@ -91,7 +92,7 @@ def parse_vm_management(element: ET.Element) -> VmManagement:
     return VmManagement(binding, hugepages, values["isolate-cpus"] == "yes", devices)
 
 
-def _parse_device(element: ET.Element) -> RecordedDevice:
+def _parse_device(element: etree._Element) -> RecordedDevice:
     def hex_attr(name: str, digits: int, required: bool) -> int | None:
         text = element.get(name)
         if text is None:
@@ -119,10 +120,10 @@ def _parse_device(element: ET.Element) -> RecordedDevice:
     )
 
 
-def build_vm_element(management: VmManagement) -> ET.Element:
-    """Our element for ``management`` (namespaced; ET picks the prefix registered below)."""
-    element = ET.Element(ROOT_TAG)
-    ET.SubElement(element, MANAGE_TAG, {
+def build_vm_element(management: VmManagement) -> etree._Element:
+    """Our element for ``management``, declaring our prefix (a detached tree, not indented)."""
+    element = etree.Element(ROOT_TAG, nsmap={PREFIX: NAMESPACE})
+    etree.SubElement(element, MANAGE_TAG, {
         "binding": management.binding,
         "hugepages": management.hugepages,
         "isolate-cpus": "yes" if management.isolate_cpus else "no",
@@ -136,8 +137,6 @@ def build_vm_element(management: VmManagement) -> ET.Element:
             attributes["subsystem-device"] = f"{device.subsystem_device_id:04x}"
         if device.iommu_group is not None:
             attributes["iommu-group"] = str(device.iommu_group)
-        ET.SubElement(element, DEVICE_TAG, attributes)
+        etree.SubElement(element, DEVICE_TAG, attributes)
     return element
 
-
-ET.register_namespace(PREFIX, NAMESPACE)

@@ -6,11 +6,10 @@ everything else alone, so `vm tune` can run on a domain made in virt-manager or 
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from vfiodesk.domxml.document import DomainDocument
+from vfiodesk.domxml.document import DomainDocument, Element, set_attributes
 from vfiodesk.errors import InputError
 from vfiodesk.model.pci import PciAddress
 from vfiodesk.model.sizes import KIB
@@ -38,18 +37,18 @@ def tune_cpu(doc: DomainDocument, plan: PinningPlan) -> None:
     doc.set_text("iothreads", "1")
     cputune = doc.child("cputune")
     for old in cputune.findall("vcpupin") + cputune.findall("emulatorpin") + cputune.findall("iothreadpin"):
-        cputune.remove(old)
+        doc.remove(old)
     for vcpu, host in plan.vcpu_pins:
-        ET.SubElement(cputune, "vcpupin", vcpu=str(vcpu), cpuset=str(host))
-    ET.SubElement(cputune, "emulatorpin", cpuset=str(plan.emulator_cpus))
-    ET.SubElement(cputune, "iothreadpin", iothread="1", cpuset=str(plan.iothread_cpus))
+        doc.append(cputune, "vcpupin", {"vcpu": str(vcpu), "cpuset": str(host)})
+    doc.append(cputune, "emulatorpin", {"cpuset": str(plan.emulator_cpus)})
+    doc.append(cputune, "iothreadpin", {"iothread": "1", "cpuset": str(plan.iothread_cpus)})
     cpu = doc.child("cpu")
     # host-passthrough needs KVM; TCG (type qemu) takes every feature it emulates with "maximum".
     cpu.attrib.clear()
     cpu.attrib.update({"mode": "host-passthrough", "check": "none", "migratable": "on"}
                       if doc.domain_type == "kvm" else {"mode": "maximum", "check": "none"})
     for model in cpu.findall("model"):
-        cpu.remove(model)
+        doc.remove(model)
     topology = doc.child("topology", cpu)
     topology.attrib.update({"sockets": str(plan.guest.sockets), "dies": str(plan.guest.dies),
                             "cores": str(plan.guest.cores), "threads": str(plan.guest.threads)})
@@ -63,7 +62,7 @@ def tune_memory(doc: DomainDocument, memory: int, current: int | None, hugepages
     if hugepages:
         doc.child("hugepages", doc.child("memoryBacking"))
     elif backing is not None and backing.find("hugepages") is not None:
-        backing.remove(backing.find("hugepages"))  # type: ignore[arg-type]
+        doc.remove(backing.find("hugepages"))  # type: ignore[arg-type]
     balloon = doc.child("memballoon", doc.devices)
     balloon.attrib.update({"model": "virtio"})
 
@@ -78,8 +77,7 @@ def tune_features(doc: DomainDocument, *, hypervclock: bool) -> None:
     hyperv.set("mode", "custom")
     for name, extra in (("relaxed", {}), ("vapic", {}), ("spinlocks", {"retries": "8191"}),
                         ("vendor_id", {"value": HYPERV_VENDOR_ID})):
-        element = doc.child(name, hyperv)
-        element.attrib.update({"state": "on", **extra})
+        set_attributes(doc.child(name, hyperv), {"state": "on", **extra})
     if doc.domain_type == "kvm":
         doc.child("hidden", doc.child("kvm", features)).set("state", "on")
     doc.child("vmport", features).set("state", "off")
@@ -87,7 +85,7 @@ def tune_features(doc: DomainDocument, *, hypervclock: bool) -> None:
     clock.set("offset", "localtime")
     for name, attributes in (("rtc", {"tickpolicy": "catchup"}), ("pit", {"tickpolicy": "delay"}),
                              ("hpet", {"present": "no"})):
-        doc.child("timer", clock, name=name).attrib.update(attributes)
+        set_attributes(doc.child("timer", clock, name=name), attributes)
     if hypervclock:
         doc.child("timer", clock, name="hypervclock").set("present", "yes")
 
@@ -99,7 +97,8 @@ def tune_storage(doc: DomainDocument, disk: Disk | None, isos: Sequence[str]) ->
     controller.set("index", controller.get("index", "0"))
     doc.child("driver", controller).set("iothread", "1")
     if disk is not None:
-        element = _disk_by_source(doc, disk.path) or ET.SubElement(doc.devices, "disk")
+        found = _disk_by_source(doc, disk.path)
+        element = doc.append(doc.devices, "disk") if found is None else found
         element.attrib.update({"type": "block" if disk.path.startswith("/dev/") else "file",
                                "device": "disk"})
         doc.child("driver", element).attrib.update(
@@ -108,7 +107,8 @@ def tune_storage(doc: DomainDocument, disk: Disk | None, isos: Sequence[str]) ->
             {"dev" if disk.path.startswith("/dev/") else "file": disk.path})
         doc.child("target", element).attrib.update({"dev": "sda", "bus": "scsi"})
     for index, iso in enumerate(isos):
-        element = _disk_by_source(doc, iso) or ET.SubElement(doc.devices, "disk")
+        found = _disk_by_source(doc, iso)
+        element = doc.append(doc.devices, "disk") if found is None else found
         element.attrib.update({"type": "file", "device": "cdrom"})
         doc.child("driver", element).attrib.update({"name": "qemu", "type": "raw"})
         doc.child("source", element).set("file", iso)
@@ -116,7 +116,7 @@ def tune_storage(doc: DomainDocument, disk: Disk | None, isos: Sequence[str]) ->
         doc.child("readonly", element)
 
 
-def _disk_by_source(doc: DomainDocument, path: str) -> ET.Element | None:
+def _disk_by_source(doc: DomainDocument, path: str) -> Element | None:
     for element in doc.iter_devices("disk"):
         source = element.find("source")
         if source is not None and path in (source.get("file"), source.get("dev")):
@@ -134,7 +134,7 @@ def tune_network(doc: DomainDocument, network: Network | None) -> None:
         return
     kind = "direct" if network.kind == "macvtap" else "network"
     same_kind = [i for i in interfaces if i.get("type") == kind]
-    element = same_kind[0] if same_kind else ET.SubElement(doc.devices, "interface", type=kind)
+    element = same_kind[0] if same_kind else doc.append(doc.devices, "interface", {"type": kind})
     if kind == "direct":
         doc.child("source", element).attrib.update({"dev": network.name, "mode": "bridge"})
     else:
@@ -145,9 +145,9 @@ def tune_network(doc: DomainDocument, network: Network | None) -> None:
 def tune_display(doc: DomainDocument) -> None:
     """QXL with SPICE on localhost for the install, and a USB tablet for the pointer."""
     if not list(doc.iter_devices("video")):
-        doc.child("model", ET.SubElement(doc.devices, "video")).attrib.update({"type": "qxl"})
+        doc.child("model", doc.append(doc.devices, "video")).attrib.update({"type": "qxl"})
     if not list(doc.iter_devices("graphics")):
-        graphics = ET.SubElement(doc.devices, "graphics", type="spice", autoport="yes")
+        graphics = doc.append(doc.devices, "graphics", {"type": "spice", "autoport": "yes"})
         doc.child("listen", graphics).attrib.update({"type": "address", "address": "127.0.0.1"})
     doc.child("input", doc.devices, type="tablet", bus="usb")
 
@@ -156,8 +156,9 @@ def tune_hostdevs(doc: DomainDocument, addresses: Sequence[PciAddress], *, manag
     """A PCI hostdev per function (formatdomain.html#pci-devices); managed='yes' lets libvirt
     bind them itself, 'no' leaves it to vfiodesk's hook."""
     for address in addresses:
-        element = _hostdev(doc, address) or ET.SubElement(
-            doc.devices, "hostdev", mode="subsystem", type="pci")
+        found = _hostdev(doc, address)
+        element = doc.append(doc.devices, "hostdev", {"mode": "subsystem", "type": "pci"}) \
+            if found is None else found
         element.set("managed", "yes" if managed else "no")
         source = doc.child("source", element)
         doc.child("address", source).attrib.update({
@@ -165,7 +166,7 @@ def tune_hostdevs(doc: DomainDocument, addresses: Sequence[PciAddress], *, manag
             "slot": f"0x{address.slot:02x}", "function": f"0x{address.function:x}"})
 
 
-def pci_hostdevs(doc: DomainDocument) -> list[tuple[ET.Element, PciAddress]]:
+def pci_hostdevs(doc: DomainDocument) -> list[tuple[Element, PciAddress]]:
     """PCI hostdevs with their source addresses (odd values are input errors, not crashes)."""
     found = []
     for element in doc.iter_devices("hostdev"):
@@ -188,7 +189,7 @@ def hostdev_addresses(doc: DomainDocument) -> list[PciAddress]:
     return [address for _, address in pci_hostdevs(doc)]
 
 
-def _hostdev(doc: DomainDocument, address: PciAddress) -> ET.Element | None:
+def _hostdev(doc: DomainDocument, address: PciAddress) -> Element | None:
     return next((element for element, found in pci_hostdevs(doc) if found == address), None)
 
 
@@ -203,10 +204,10 @@ def post_install(doc: DomainDocument) -> None:
         target.attrib.update({"dev": "sdz", "bus": "scsi"})
         address = cdroms[0].find("address")
         if address is not None:
-            cdroms[0].remove(address)  # a SATA drive address does not fit the SCSI bus
+            doc.remove(address)  # a SATA drive address does not fit the SCSI bus
         source = cdroms[0].find("source")
         if source is not None:
-            cdroms[0].remove(source)  # an empty drive: nothing mounted
+            doc.remove(source)  # an empty drive: nothing mounted
     for tag in ("serial", "console"):
         for element in list(doc.iter_devices(tag)):
             doc.remove(element)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import tomllib
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -135,21 +134,20 @@ def parse_network(text: str | None) -> tune.Network | None:
 
 def new_domain(request: VmRequest, domain_type: str) -> DomainDocument:
     """The skeleton every created VM starts from: UEFI firmware chosen by libvirt."""
-    root = ET.Element("domain", type=domain_type)
-    ET.SubElement(root, "name").text = request.name
-    os_element = ET.SubElement(root, "os", firmware="efi")
+    doc = DomainDocument.create(domain_type)
+    doc.append(doc.root, "name", text=request.name)
+    os_element = doc.append(doc.root, "os", {"firmware": "efi"})
     machine = "q35" if request.chipset == "q35" else "pc"
-    ET.SubElement(os_element, "type", arch="x86_64", machine=machine).text = "hvm"
-    firmware = ET.SubElement(os_element, "firmware")
+    doc.append(os_element, "type", {"arch": "x86_64", "machine": machine}, "hvm")
+    firmware = doc.append(os_element, "firmware")
     # Windows 10 needs no Secure Boot; asking for it would also require SMM on q35.
-    ET.SubElement(firmware, "feature", enabled="no", name="secure-boot")
-    ET.SubElement(os_element, "boot", dev="hd")
-    ET.SubElement(os_element, "boot", dev="cdrom")
-    ET.SubElement(root, "on_poweroff").text = "destroy"
-    ET.SubElement(root, "on_reboot").text = "restart"
-    ET.SubElement(root, "on_crash").text = "destroy"
-    ET.SubElement(root, "devices")
-    return DomainDocument(root)
+    doc.append(firmware, "feature", {"enabled": "no", "name": "secure-boot"})
+    doc.append(os_element, "boot", {"dev": "hd"})
+    doc.append(os_element, "boot", {"dev": "cdrom"})
+    for event, action in (("on_poweroff", "destroy"), ("on_reboot", "restart"), ("on_crash", "destroy")):
+        doc.append(doc.root, event, text=action)
+    doc.append(doc.root, "devices")
+    return doc
 
 
 def plan_tuning(doc: DomainDocument, request: VmRequest, plan: PinningPlan, passed: list[PciDevice],
