@@ -116,7 +116,7 @@ C 03  Display controller
 
 def ready_host(root: Path, *, vendor: str = "GenuineIntel", cmdline: str | None = None) -> FakeHost:
     """``desktop_host`` plus everything doctor wants: CPU flags, firmware table, kvm, vfio
-    modules, QEMU, OVMF, libvirt, virt-manager, a user in the libvirt group."""
+    modules, QEMU, OVMF, libvirt, virt-manager, swtpm, a user in the libvirt group."""
     host = desktop_host(root)
     flag = "vmx" if vendor == "GenuineIntel" else "svm"
     host.file("proc/cpuinfo", f"processor\t: 0\nvendor_id\t: {vendor}\nmodel name\t: Test CPU\n"
@@ -135,7 +135,8 @@ def ready_host(root: Path, *, vendor: str = "GenuineIntel", cmdline: str | None 
                    + ("intel_iommu=on iommu=pt" if flag == "vmx" else "iommu=pt"))
     host.file("proc/cmdline", cmdline + "\n")
     host.file("dev/kmsg", "6,1,0,-;DMAR: IOMMU enabled\n6,2,0,-;Run /init as init process\n")
-    for program in ("usr/bin/qemu-system-x86_64", "usr/sbin/libvirtd", "usr/bin/virt-manager"):
+    for program in ("usr/bin/qemu-system-x86_64", "usr/sbin/libvirtd", "usr/bin/virt-manager",
+                    "usr/bin/swtpm", "usr/bin/swtpm_setup"):
         host.file(program)
     host.file("usr/share/OVMF/OVMF_CODE_4M.fd")
     host.file("etc/os-release", 'ID=debian\nVERSION_ID="12"\n')

@@ -75,6 +75,15 @@ def test_missing_tools_give_the_distro_install_command(tmp_path: Path,
     assert result.status == ExitStatus.HOST_NOT_READY and result.json()["ready"] is False
 
 
+def test_missing_swtpm_is_named_with_its_package(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    host = ready_host(tmp_path)
+    os.unlink(host.root / "usr/bin/swtpm_setup")
+    result = run_cli(capsys, "doctor", "--json", "--root", str(host.root))
+    check = checks_of(result.json())["swtpm"]
+    assert check["status"] == "warn" and "Windows 11" in check["summary"]
+    assert check["hint"] == "apt-get install -y swtpm-tools" and result.status == ExitStatus.OK
+
+
 def test_user_outside_the_libvirt_group(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUDO_USER", "bob")
@@ -104,7 +113,7 @@ def test_unreadable_probe_is_reported_and_the_rest_still_run(
     checks = checks_of(result.json())
     assert checks["cpu-virtualization"]["status"] == "skip"
     assert "proc/cpuinfo" in checks["cpu-virtualization"]["summary"]
-    assert checks["qemu"]["status"] == "pass" and len(checks) == 12
+    assert checks["qemu"]["status"] == "pass" and len(checks) == 13
 
 
 def test_this_ci_machine_snapshot_says_plainly_the_iommu_is_off(capsys: pytest.CaptureFixture[str]) -> None:

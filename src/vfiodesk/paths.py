@@ -66,6 +66,10 @@ ETC_PULSE_DEFAULT_PA = "etc/pulse/default.pa"
 ETC_PIPEWIRE_PULSE_D = "etc/pipewire/pipewire-pulse.conf.d"
 ETC_LIBVIRT_QEMU_CONF = "etc/libvirt/qemu.conf"
 ETC_PASSWD = "etc/passwd"
+# QEMU firmware descriptors (docs/interop/firmware.json), searched in this order; libvirt reads
+# the same folders to pick the firmware of <os firmware="efi">.
+QEMU_FIRMWARE_DIRS = ("etc/qemu/firmware", "usr/share/qemu/firmware")
+LIBVIRT_NVRAM = "var/lib/libvirt/qemu/nvram"  # libvirt's per-VM varstores: NAME_VARS.fd
 # Where distributions put the OVMF (x86_64 UEFI) firmware for QEMU.
 OVMF_CANDIDATES = (
     "usr/share/OVMF/OVMF_CODE_4M.fd",  # Debian 12+, Ubuntu 22.04+

@@ -140,6 +140,14 @@ def check_ovmf(facts: HostFacts) -> Finding:
     return _tool_check("ovmf", found, "OVMF (UEFI for the VM)", "ovmf", facts)
 
 
+def check_swtpm(facts: HostFacts) -> Finding:
+    # libvirt runs swtpm_setup then swtpm for <tpm><backend type="emulator"/>; Windows 11 needs TPM 2.0.
+    tools = [facts.programs.get(name) for name in ("swtpm", "swtpm_setup")]
+    found = ", ".join(tool for tool in tools if tool) if all(tools) else None
+    return _tool_check("swtpm", found, "swtpm (the TPM 2.0 that Windows 11 requires)", "swtpm", facts,
+                       Status.WARN)
+
+
 def check_libvirt(facts: HostFacts) -> Finding:
     modular, monolithic = facts.programs.get("virtqemud"), facts.programs.get("libvirtd")
     found = (f"{modular} (modular daemons)" if modular else
@@ -200,8 +208,8 @@ def check_gpu_candidate(facts: HostFacts) -> Finding:
 
 CHECKS: tuple[Callable[[HostFacts], Finding], ...] = (
     check_cpu_virtualization, check_kvm, check_iommu_firmware, check_iommu_enabled, check_cmdline,
-    check_vfio_modules, check_qemu, check_ovmf, check_libvirt, check_virt_manager, check_libvirt_group,
-    check_gpu_candidate,
+    check_vfio_modules, check_qemu, check_ovmf, check_swtpm, check_libvirt, check_virt_manager,
+    check_libvirt_group, check_gpu_candidate,
 )
 
 

@@ -11,6 +11,7 @@ PACKAGES: dict[str, dict[str, str]] = {
     "ovmf": {"debian": "ovmf", "fedora": "edk2-ovmf", "arch": "edk2-ovmf", "suse": "qemu-ovmf-x86_64"},
     "libvirt": {"debian": "libvirt-daemon-system", "fedora": "libvirt", "arch": "libvirt",
                 "suse": "libvirt"},
+    "swtpm": {"debian": "swtpm-tools", "fedora": "swtpm-tools", "arch": "swtpm", "suse": "swtpm"},
     "virt-manager": {"debian": "virt-manager", "fedora": "virt-manager", "arch": "virt-manager",
                      "suse": "virt-manager"},
 }

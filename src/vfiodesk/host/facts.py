@@ -25,7 +25,8 @@ from vfiodesk.model.pci import PciDevice
 
 T = TypeVar("T")
 
-PROGRAMS = ("qemu-system-x86_64", "libvirtd", "virtqemud", "virsh", "virt-manager", "virt-install")
+PROGRAMS = ("qemu-system-x86_64", "libvirtd", "virtqemud", "virsh", "virt-manager", "virt-install", "swtpm",
+            "swtpm_setup")
 
 
 @dataclass
