@@ -111,3 +111,52 @@ def test_a_root_that_is_a_broken_archive(tmp_path: Path, capsys: pytest.CaptureF
     junk.write_bytes(b"not a tarball")
     result = run_cli(capsys, "devices", "--root", str(junk))
     assert "neither a directory nor a snapshot archive" in result.stderr
+
+
+def _roles(capsys: pytest.CaptureFixture[str], tree: FakeHost) -> dict[str, str | None]:
+    payload = run_cli(capsys, "devices", "--json", "--root", str(tree.root)).json()
+    return {d["address"]: d["role"] for d in payload["devices"]}
+
+
+def test_the_hosts_boot_igpu_is_its_display_not_a_candidate(desktop: FakeHost,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert _roles(capsys, desktop)["0000:00:02.0"] == "host display"
+    text = run_cli(capsys, "devices", "--root", str(desktop.root)).stdout
+    assert "IOMMU group 2: the host's own display, stays" in text
+    assert "host display (boot VGA)" in text and "pass (boot VGA)" not in text
+
+
+def test_the_only_gpu_is_the_hosts_display(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tree = FakeHost(tmp_path)
+    tree.pci("0000:00:01.0", 0x8086, 0x1901, 0x060400, driver="pcieport", group=1)
+    tree.pci("0000:01:00.0", 0x10DE, 0x1B80, 0x030000, driver="nvidia", group=1)  # boot_vga unknown
+    tree.pci("0000:01:00.1", 0x10DE, 0x10F0, 0x040300, driver="snd_hda_intel", group=1)
+    roles = _roles(capsys, tree)
+    assert (roles["0000:01:00.0"], roles["0000:01:00.1"]) == ("host display", "companion")
+
+
+def test_a_discrete_boot_gpu_next_to_another_gpu_is_a_candidate(desktop: FakeHost,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    (desktop.root / "sys/devices/pci0000:00/0000:00:02.0/boot_vga").write_text("0\n")
+    (desktop.root / "sys/devices/pci0000:00/0000:01:00.0/boot_vga").write_text("1\n")
+    roles = _roles(capsys, desktop)
+    assert (roles["0000:01:00.0"], roles["0000:00:02.0"]) == ("target", "target")
+
+
+def test_chipset_functions_are_never_the_same_card(desktop: FakeHost,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The chipset slot 00:1f: ISA bridge on lpc_ich, AHCI, SMBus, HD audio in one group."""
+    isa = desktop.root / "sys/devices/pci0000:00/0000:00:1f.0"
+    (desktop.root / "sys/bus/pci/drivers/lpc_ich").mkdir(parents=True)
+    (isa / "driver").symlink_to("../../../bus/pci/drivers/lpc_ich")
+    desktop.pci("0000:00:1f.2", 0x8086, 0xA352, 0x010601, driver="ahci", group=5)
+    desktop.pci("0000:00:1f.4", 0x8086, 0xA323, 0x0C0500, driver="i801_smbus", group=5)
+    roles = _roles(capsys, desktop)
+    chipset = {a: r for a, r in roles.items() if a.startswith("0000:00:1f.")}
+    assert chipset == {"0000:00:1f.0": "stranger", "0000:00:1f.2": "target",
+                       "0000:00:1f.3": "stranger", "0000:00:1f.4": "stranger"}
+    payload = run_cli(capsys, "devices", "--json", "--root", str(desktop.root)).json()
+    assert next(g for g in payload["groups"] if g["number"] == 5)["clean"] is False
+    refused = run_cli(capsys, "bind", "00:1f.3", "--dry-run", "--root", str(desktop.root))
+    assert refused.status == ExitStatus.REFUSED
+    assert "0000:00:1f.0 (IOMMU group 5) shares the group but was not named" in refused.stderr

@@ -206,3 +206,14 @@ def test_tune_keeps_a_virt_install_domain_and_is_idempotent(host: FakeHost, tmp_
     cleaned = run_cli(capsys, "vm", "tune", "--xml", str(tuned), "--post-install", "--root", str(host.root))
     validate(cleaned.stdout, tmp_path)
     assert "<console" not in cleaned.stdout and 'type="tablet"' in cleaned.stdout
+
+
+def test_create_refuses_the_hosts_own_display_unless_forced(host: FakeHost,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    args = ("vm", "create", "w", "--print-xml", "--cpus", "2", "--root", str(host.root), "--gpu", "00:02.0")
+    refused = run_cli(capsys, *args)
+    assert refused.status == ExitStatus.REFUSED
+    assert "0000:00:02.0 is the host's own display (its boot GPU)" in refused.stderr
+    assert "--force" in refused.stderr and refused.stdout == ""
+    forced = run_cli(capsys, *args, "--force")
+    assert forced.status == 0 and 'address="0000:00:02.0"' in forced.stdout

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from vfiodesk.checks.groups import GroupView, Role, classify_group, default_targets
+from vfiodesk.checks.groups import GroupView, Role, classify_group, default_targets, find_host_display
 from vfiodesk.checks.reset import reset_advice
 from vfiodesk.cli.options import console, emit_json, host_paths, json_option, root_option
 from vfiodesk.host.pci import group_devices, read_iommu_group_numbers, scan_pci_devices
@@ -23,7 +23,10 @@ def devices(as_json: bool, root: str | None) -> None:
     found = scan_pci_devices(host)
     iommu_enabled = bool(read_iommu_group_numbers(host))
     names = read_pci_names(host, {(d.vendor_id, d.device_id) for d in found})
-    views = [classify_group(number, members, default_targets(members) if number is not None else [])
+    host_display = find_host_display(found)
+    views = [classify_group(number, members,
+                            default_targets(members, host_display) if number is not None else [],
+                            host_display)
              for number, members in sorted(group_devices(found).items(),
                                            key=lambda item: (item[0] is None, item[0] or 0))]
     if as_json:
@@ -65,10 +68,10 @@ def device_json(device: PciDevice, role: Role | None, names: PciNames) -> dict[s
     }
 
 
-_ROLE_STYLE = {Role.TARGET: "bold green", Role.COMPANION: "green", Role.BRIDGE: "dim",
-               Role.STRANGER: "yellow"}
-_ROLE_LABEL = {Role.TARGET: "pass", Role.COMPANION: "same card", Role.BRIDGE: "bridge, stays",
-               Role.STRANGER: "stranger"}
+_ROLE_STYLE = {Role.TARGET: "bold green", Role.COMPANION: "green", Role.HOST_DISPLAY: "cyan",
+               Role.BRIDGE: "dim", Role.STRANGER: "yellow"}
+_ROLE_LABEL = {Role.TARGET: "pass", Role.COMPANION: "same card", Role.HOST_DISPLAY: "host display",
+               Role.BRIDGE: "bridge, stays", Role.STRANGER: "stranger"}
 
 
 def print_groups(views: list[GroupView], names: PciNames, iommu_enabled: bool) -> None:
@@ -84,8 +87,10 @@ def print_groups(views: list[GroupView], names: PciNames, iommu_enabled: bool) -
         if view.number is None:
             title = "No IOMMU group"
         else:
-            verdict = ("[green]clean[/]" if view.is_clean
-                       else f"[yellow]shared with {len(view.strangers)} stranger(s)[/]")
+            keeps = not any(role is Role.TARGET for _, role in view.roles) and \
+                any(role is Role.HOST_DISPLAY for _, role in view.roles)
+            verdict = ("[cyan]the host's own display, stays[/]" if keeps else "[green]clean[/]"
+                       if view.is_clean else f"[yellow]shared with {len(view.strangers)} stranger(s)[/]")
             title = f"IOMMU group {view.number}: {verdict}"
         table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
         for column in ("address", "ids", "class", "name", "driver", "role"):

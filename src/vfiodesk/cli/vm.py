@@ -13,7 +13,7 @@ from vfiodesk.cli.domain_io import read_domain, write_domain
 from vfiodesk.cli.options import connect_option, host_paths, root_option
 from vfiodesk.domxml.document import DomainDocument
 from vfiodesk.domxml.tune import post_install
-from vfiodesk.errors import InputError
+from vfiodesk.errors import InputError, RefusedError
 from vfiodesk.host.cpu import read_cpu_topology
 from vfiodesk.host.pci import scan_pci_devices
 from vfiodesk.host.usage import HostUsage
@@ -37,13 +37,19 @@ def vm() -> None:
     """Create and tune the passthrough VM's libvirt domain."""
 
 
-def passed_devices(host: HostPaths, request: VmRequest) -> list[PciDevice]:
-    """Every endpoint of the GPU's and USB controller's groups; unsafe groups are refused."""
+def passed_devices(host: HostPaths, request: VmRequest, *, force: bool = False) -> list[PciDevice]:
+    """Every endpoint of the GPU's and USB controller's groups; unsafe groups are refused, and
+    so is the host's own display unless forced."""
     patterns = [parse_pci_pattern(text) for text in (request.gpu, request.usb_controller) if text]
     if not patterns:
         return []
     # The same rules as binding (whole groups, no strangers); host usage is checked at start.
-    return list(plan_bind(scan_pci_devices(host), patterns, HostUsage()).devices)
+    plan = plan_bind(scan_pci_devices(host), patterns, HostUsage())
+    if plan.host_display is not None and not force:
+        raise RefusedError(f"{plan.host_display} is the host's own display (its boot GPU): the host "
+                           "would have no picture whenever the VM runs",
+                           "pass a second GPU, or --force if this is really what you want")
+    return list(plan.devices)
 
 
 def _check_local_files(host: HostPaths, request: VmRequest, uri: str | None) -> None:
@@ -73,10 +79,11 @@ def _check_local_files(host: HostPaths, request: VmRequest, uri: str | None) -> 
 @click.option("--binding", type=click.Choice(["libvirt", "vfiodesk"]), default=None,
               help="Who binds the hostdevs: libvirt (managed='yes') or vfiodesk's hook.")
 @click.option("--print-xml", is_flag=True, help="Print the domain XML; define nothing.")
+@click.option("--force", is_flag=True, help="Pass the host's own display GPU too.")
 @connect_option
 @root_option
-def create(name: str, profile: Path | None, print_xml: bool, uri: str | None, root: str | None,
-           **options: Any) -> None:
+def create(name: str, profile: Path | None, print_xml: bool, force: bool, uri: str | None,
+           root: str | None, **options: Any) -> None:
     """Create the passthrough VM NAME with the seed's choices as defaults."""
     binding = options.pop("binding")
     if binding is not None:
@@ -86,7 +93,7 @@ def create(name: str, profile: Path | None, print_xml: bool, uri: str | None, ro
     host = host_paths(root)
     domain_type = request.domain_type or ("kvm" if os.path.exists(host("dev/kvm")) else "qemu")
     plan = plan_pinning(read_cpu_topology(host), request.cpus)
-    passed = passed_devices(host, request)
+    passed = passed_devices(host, request, force=force)
     disk = parse_disk(request.disk)
     _check_local_files(host, request, uri)
     if disk is not None and disk.path is not None and not print_xml and \

@@ -86,9 +86,11 @@ CLASS_SERIAL_BUS = 0x0C
 SUBCLASS_USB = 0x03
 SUBCLASS_AUDIO_DEVICE = 0x03  # 0x0403: HD Audio, as on a GPU's HDMI function
 SUBCLASS_VGA = 0x00
-# Bridges of these sub-classes are never bound to vfio-pci: host (00), PCI-to-PCI (04),
-# CardBus (07), other (80) as well as ISA (01) that sits in the chipset group.
-BRIDGE_SUBCLASSES_NEVER_BOUND = frozenset({0x00, 0x01, 0x04, 0x07, 0x09, 0x80})
+# PCI bridges stay with the host and do not block a group: host (00), PCI-to-PCI (04),
+# CardBus (07), semi-transparent PCI-to-PCI (09); pcieport lets vfio share their group.
+# Non-PCI bridges (ISA/LPC 01, other 80) are chipset functions with host drivers (lpc_ich:
+# TPM, super I/O, watchdog): a group holding one is not viable for VFIO.
+BRIDGE_SUBCLASSES_NEVER_BOUND = frozenset({0x00, 0x04, 0x07, 0x09})
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ class PciDevice:
 
     @property
     def is_bridge(self) -> bool:
-        """Bridges and root ports stay with the host: vfio-pci does not take them."""
+        """PCI bridges and root ports stay with the host: vfio-pci does not take them."""
         return self.base_class == CLASS_BRIDGE and self.sub_class in BRIDGE_SUBCLASSES_NEVER_BOUND
 
     @property

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from vfiodesk.checks.groups import GroupView, Role, classify_group
+from vfiodesk.checks.groups import GroupView, Role, classify_group, find_host_display
 from vfiodesk.errors import HostReadError, InputError, RefusedError
 from vfiodesk.host.pci import group_devices
 from vfiodesk.host.usage import HostUsage
-from vfiodesk.model.pci import PciDevice, PciPattern
+from vfiodesk.model.pci import PciAddress, PciDevice, PciPattern
 
 VFIO_DRIVER = "vfio-pci"
 NVIDIA_VENDOR = 0x10DE
@@ -35,6 +35,7 @@ class BindPlan:
     free_framebuffers: tuple[str, ...]  # efifb/simpledrm devices on the boot GPU's memory
     unload_nvidia: bool  # the host keeps no NVIDIA GPU on the nvidia driver
     warnings: tuple[str, ...]
+    host_display: PciAddress | None = None  # set when the plan takes the host's own display
 
     @property
     def devices(self) -> tuple[PciDevice, ...]:
@@ -67,8 +68,13 @@ def plan_bind(devices: Sequence[PciDevice], patterns: Sequence[PciPattern], usag
     groups = group_devices(devices)
     targets = [device.address for device in named]
     numbers = sorted({device.iommu_group for device in named if device.iommu_group is not None})
-    views = tuple(classify_group(number, groups[number], targets) for number in numbers)
+    host_display = find_host_display(devices)
+    views = tuple(classify_group(number, groups[number], targets, host_display) for number in numbers)
     refusals, warnings = _judge(views, usage)
+    taken_display = host_display if host_display in targets else None
+    if taken_display is not None:
+        warnings.append(f"{taken_display} is the host's own display (its boot GPU): the host has no "
+                        "picture while it is away")
     if refusals and not force:
         raise RefusedError("; ".join(refusals), _FORCE_HINT)
     endpoints = [device for view in views for device in view.endpoints]
@@ -89,7 +95,8 @@ def plan_bind(devices: Sequence[PciDevice], patterns: Sequence[PciPattern], usag
             raise RefusedError(f"/dev/nvidia* is held by {', '.join(others)}",
                                "close those programs (or log out of the desktop) first")
     return BindPlan(views, to_bind, already, usage.fb_consoles if boot_gpu_moves else (),
-                    usage.platform_fbs if boot_gpu_moves else (), unload, tuple([*refusals, *warnings]))
+                    usage.platform_fbs if boot_gpu_moves else (), unload, tuple([*refusals, *warnings]),
+                    taken_display)
 
 
 def _judge(views: Sequence[GroupView], usage: HostUsage) -> tuple[list[str], list[str]]:
@@ -102,6 +109,8 @@ def _judge(views: Sequence[GroupView], usage: HostUsage) -> tuple[list[str], lis
             where = f"{device.address} (IOMMU group {view.number})"
             if role is Role.STRANGER:
                 refusals.append(f"{where} shares the group but was not named: VFIO needs the whole group")
+            if role is Role.HOST_DISPLAY:
+                refusals.append(f"{where} is the host's own display and shares the group")
             if device.address in usage.root_fs:
                 refusals.append(f"{where} carries the root filesystem")
             if device.address in usage.default_route:

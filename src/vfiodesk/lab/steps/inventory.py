@@ -17,7 +17,7 @@ def doctor(state: dict[str, object]) -> StepOutcome:
     return StepOutcome(ok, iommu["summary"] if ok else f"failed checks: {', '.join(failed)}")
 
 
-@step("devices", "devices: the GPU and its HDMI audio share one clean IOMMU group")
+@step("devices", "devices: the GPU (the host's only display) and its HDMI audio share one clean IOMMU group")
 def devices(state: dict[str, object]) -> StepOutcome:
     listing = vfiodesk_json("devices")
     by_address = {device["address"]: device for device in listing["devices"]}
@@ -31,8 +31,9 @@ def devices(state: dict[str, object]) -> StepOutcome:
         ("the IOMMU is off", not listing["iommu_enabled"]),
         (f"{GPU_AUDIO_ADDRESS} is not in the GPU's group", audio["iommu_group"] != group),
         (f"group {group} is not clean", not groups[group]["clean"]),
-        (f"roles are {gpu['role']}/{audio['role']}, not target/companion",
-         (gpu["role"], audio["role"]) != ("target", "companion")),
+        # The lab's only GPU is the host's own display; its audio function is the same card.
+        (f"roles are {gpu['role']}/{audio['role']}, not host display/companion",
+         (gpu["role"], audio["role"]) != ("host display", "companion")),
         ("the serial cards do not make one unclean group",
          len(strangers) != 1 or any(groups[number]["clean"] for number in strangers)),
     ) if wrong]

@@ -17,8 +17,10 @@ def vm_create(state: dict[str, object]) -> StepOutcome:
     installed = vfiodesk("hook", "install")
     if installed.returncode != 0 or not start_libvirtd():
         return StepOutcome(False, (installed.stderr or "libvirtd did not start")[-300:])
+    # The lab's only GPU is the host's own display: vm create refuses it without --force.
     made = vfiodesk("vm", "create", _VM, "--domain-type", "qemu", "--memory", "256M", "--network", "",
-                    "--binding", "vfiodesk", "--gpu", GPU_ADDRESS[5:12], "--usb-controller", USB_ADDRESS)
+                    "--binding", "vfiodesk", "--gpu", GPU_ADDRESS[5:12], "--usb-controller", USB_ADDRESS,
+                    "--force")
     state["drivers"] = {address: driver_of(address) for address in _DEVICES}
     return StepOutcome(made.returncode == 0, (made.stdout or made.stderr).strip()[-300:])
 
