@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from tests.cli import run_cli
 from vfiodesk.errors import InputError, VfiodeskError
 from vfiodesk.lab.boot import LabSpec, build_vng_argv
 from vfiodesk.lab.demo import in_the_lab, load_steps
+from vfiodesk.lab.firmware import find_uefi_firmware
 from vfiodesk.lab.kernel import check_lab_kernel, find_lab_kernel
 
 
@@ -119,3 +121,62 @@ def test_demo_steps_tell_the_story_in_order_and_stay_out_of_real_hosts(tmp_path:
     refused = subprocess.run([sys.executable, "-m", "vfiodesk.lab.demo", "--inside"],
                              capture_output=True, text=True, check=False)
     assert refused.returncode == 2 and "only inside the lab" in refused.stderr
+
+
+def write_descriptor(directory: Path, name: str, *, features: list[str], code: Path,
+                     template: Path | None, machines: tuple[str, ...] = ("pc-q35-*",)) -> None:
+    """A QEMU firmware descriptor (docs/interop/firmware.json), shaped like Debian's."""
+    mapping: dict[str, object] = (
+        {"device": "memory", "filename": str(code)} if template is None else
+        {"device": "flash", "executable": {"filename": str(code), "format": "raw"},
+         "nvram-template": {"filename": str(template), "format": "raw"}})
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / name).write_text(json.dumps({
+        "description": name, "interface-types": ["uefi"], "mapping": mapping,
+        "targets": [{"architecture": "x86_64", "machines": list(machines)}], "features": features}))
+
+
+def test_uefi_firmware_is_the_plain_build_from_the_descriptors(tmp_path: Path) -> None:
+    share, etc = tmp_path / "share", tmp_path / "etc"
+    code, template, secure = (tmp_path / n for n in ("CODE,4M.fd", "VARS.fd", "SECURE.fd"))
+    for image in (code, template, secure):
+        image.write_bytes(b"fd")
+    write_descriptor(share, "40-secure.json", features=["secure-boot", "requires-smm"], code=secure,
+                     template=template)
+    write_descriptor(share, "50-i440fx-only.json", features=[], code=secure, template=template,
+                     machines=("pc-i440fx-*",))
+    write_descriptor(share, "60-plain.json", features=["acpi-s3"], code=code, template=template)
+    (share / "10-broken.json").write_text("{not json")
+    firmware = find_uefi_firmware((etc, share))
+    assert (firmware.code, firmware.vars_template) == (code, template)
+    # Code read-only; the varstore a snapshot (never written back); QEMU's commas doubled.
+    assert firmware.qemu_args() == (
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={tmp_path}/CODE,,4M.fd",
+        "-drive", f"if=pflash,format=raw,unit=1,snapshot=on,file={template}")
+    # /etc overrides a descriptor of the same name; a one-image build is mapped with -bios.
+    write_descriptor(etc, "60-plain.json", features=[], code=secure, template=None)
+    assert find_uefi_firmware((etc, share)).qemu_args() == ("-bios", str(secure))
+
+
+def test_missing_uefi_firmware_is_a_clear_error(tmp_path: Path) -> None:
+    write_descriptor(tmp_path, "60-gone.json", features=[], code=tmp_path / "gone.fd",
+                     template=tmp_path / "gone-vars.fd")
+    with pytest.raises(VfiodeskError, match="no UEFI firmware") as caught:
+        find_uefi_firmware((tmp_path, tmp_path / "none"))
+    assert caught.value.hint is not None and "apt-get install ovmf" in caught.value.hint
+    with pytest.raises(InputError, match="unknown firmware"):
+        LabSpec(firmware="coreboot").validate()  # type: ignore[arg-type]
+
+
+def test_uefi_boot_puts_ovmf_in_the_qemu_arguments(tmp_path: Path) -> None:
+    uefi = build_vng_argv(LabSpec(firmware="uefi", qemu_args="-device foo"), Path("/k"), tmp_path / "g")
+    qemu = next(arg for arg in uefi if arg.startswith("--qemu-opts="))
+    assert "if=pflash" in qemu and "snapshot=on" in qemu and qemu.endswith("-device foo")
+    bios = build_vng_argv(LabSpec(firmware="bios"), Path("/k"), tmp_path / "g")
+    assert not any("pflash" in arg or "-bios" in arg for arg in bios)
+
+
+def test_lab_run_boots_bios_and_the_demo_uefi_by_default(capsys: pytest.CaptureFixture[str]) -> None:
+    for command, default in (("run", "bios"), ("demo", "uefi")):
+        shown = run_cli(capsys, "lab", command, "--help")
+        assert f"[default: {default}]" in " ".join(shown.stdout.split()), shown.stdout

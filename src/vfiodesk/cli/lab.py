@@ -13,16 +13,29 @@ import click
 from vfiodesk.cli.options import console, dry_run_option, host_paths, root_option
 from vfiodesk.errors import ExitStatus, VfiodeskError
 from vfiodesk.lab.boot import LabResult, LabSpec, run_in_lab
+from vfiodesk.lab.firmware import FIRMWARES, Firmware
 from vfiodesk.lab.layout import IOMMU_KINDS
 
 # Lines QEMU prints when it refuses its arguments (before the guest ever runs).
 _QEMU_REFUSALS = ("qemu-system-x86_64: ", "Could not boot", "qemu: could not")
 
 
-def lab_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
+def lab_options(firmware: Firmware) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The options that shape the lab machine; ``firmware`` is the command's default."""
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(_lab_options(firmware)):
+            function = option(function)
+        return function
+    return decorate
+
+
+def _lab_options(firmware: Firmware) -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+    return [
         click.option("--iommu", type=click.Choice(IOMMU_KINDS), default="intel", show_default=True,
                      help="Emulated IOMMU: Intel VT-d or AMD-Vi."),
+        click.option("--firmware", type=click.Choice(FIRMWARES), default=firmware, show_default=True,
+                     help="OVMF (UEFI: a GOP framebuffer on the boot GPU, like a desktop) or "
+                          "SeaBIOS (legacy VGA console)."),
         click.option("--kernel", type=click.Path(path_type=Path), default=None,
                      help="Kernel image (default: newest /boot/vmlinuz-* with vfio-pci)."),
         click.option("--cpus", type=int, default=2, show_default=True),
@@ -36,14 +49,11 @@ def lab_options(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--accel", type=click.Choice(("tcg", "kvm")), default="tcg", show_default=True,
                      help="QEMU accelerator; kvm is opt-in."),
     ]
-    for option in reversed(options):
-        function = option(function)
-    return function
 
 
 def spec_from(options: dict[str, Any]) -> LabSpec:
-    return LabSpec(iommu=options["iommu"], kernel=options["kernel"], cpus=options["cpus"],
-                   memory=options["memory"], cmdline=options["cmdline"],
+    return LabSpec(iommu=options["iommu"], firmware=options["firmware"], kernel=options["kernel"],
+                   cpus=options["cpus"], memory=options["memory"], cmdline=options["cmdline"],
                    qemu_args=options["qemu_args"], bare=options["bare"], numa=tuple(options["numa"]),
                    accel=options["accel"])
 
@@ -87,7 +97,7 @@ def _boot(spec: LabSpec, command: list[str] | str, on_line: Callable[[str], None
 
 
 @lab.command(context_settings={"ignore_unknown_options": True})
-@lab_options
+@lab_options(firmware="bios")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(command: tuple[str, ...], **options: Any) -> int:
     """Boot the lab and run COMMAND inside as root; exit with COMMAND's exit code.
@@ -102,7 +112,7 @@ def run(command: tuple[str, ...], **options: Any) -> int:
 
 
 @lab.command()
-@lab_options
+@lab_options(firmware="uefi")  # the story starts at a desktop's boot: efifb on the boot GPU
 def demo(**options: Any) -> int:
     """Tell the passthrough story in the lab, step by step; exit 0 only if every step passed."""
     from rich.table import Table

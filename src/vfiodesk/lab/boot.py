@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vfiodesk.errors import InputError, VfiodeskError
+from vfiodesk.lab.firmware import FIRMWARES, Firmware, find_uefi_firmware
 from vfiodesk.lab.kernel import check_lab_kernel, find_lab_kernel
 from vfiodesk.lab.layout import IOMMU_KERNEL_ARGS, IOMMU_KINDS, IommuKind, qemu_args
 from vfiodesk.model.sizes import MIB, parse_size
@@ -33,6 +34,8 @@ class LabSpec:
     """How to boot the lab machine."""
 
     iommu: IommuKind = "intel"
+    # SeaBIOS boots faster under TCG; OVMF gives the kernel a GOP framebuffer (efifb), like a desktop.
+    firmware: Firmware = "bios"
     kernel: Path | None = None
     cpus: int = 2
     memory: str = "1G"
@@ -47,6 +50,9 @@ class LabSpec:
     def validate(self) -> None:
         if self.iommu not in IOMMU_KINDS:
             raise InputError(f"unknown IOMMU {self.iommu!r}", "use --iommu intel or --iommu amd")
+        if self.firmware not in FIRMWARES:
+            raise InputError(f"unknown firmware {self.firmware!r}",
+                             "use --firmware uefi or --firmware bios")
         if not 1 <= self.cpus <= 64:
             raise InputError(f"--cpus {self.cpus} is out of range", "give 1 to 64 CPUs")
         if parse_size(self.memory, default_unit="M") < 256 * MIB:
@@ -75,7 +81,9 @@ def build_vng_argv(spec: LabSpec, kernel: Path, script: Path) -> list[str]:
     """The virtme-ng command line that boots ``kernel`` and runs ``script`` inside."""
     memory_mib = parse_size(spec.memory, default_unit="M") // MIB
     append = " ".join((*IOMMU_KERNEL_ARGS[spec.iommu], spec.cmdline)).strip()
-    qemu = qemu_args(spec.iommu, bare=spec.bare, extra=tuple(shlex.split(spec.qemu_args)))
+    firmware = find_uefi_firmware().qemu_args() if spec.firmware == "uefi" else ()
+    qemu = qemu_args(spec.iommu, bare=spec.bare,
+                     extra=(*firmware, *shlex.split(spec.qemu_args)))
     argv = [tool_path("vng"), "--run", str(kernel), "--memory", f"{memory_mib}M",
             "--cpus", str(spec.cpus), f"--qemu-opts={shlex.join(qemu)}",
             "--exec", f"sh {shlex.quote(str(script))}"]
