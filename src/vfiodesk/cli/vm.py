@@ -184,4 +184,11 @@ def _register_audio() -> None:
     vm.add_command(audio)
 
 
+def _register_audit() -> None:
+    from vfiodesk.cli.vm_audit import audit
+
+    vm.add_command(audit)
+
+
 _register_audio()
+_register_audit()
