@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,8 @@ def _check_local_files(host: HostPaths, request: VmRequest, uri: str | None) -> 
 @click.option("--cpus", type=int, help="vCPUs (default: the best L3 domain; see vfiodesk cpus).")
 @click.option("--memory", help="RAM, e.g. 8G.")
 @click.option("--memory-current", help="Balloon target at start, e.g. 4G.")
-@click.option("--disk", help="PATH, or POOL/VOL,size=60G,format=raw|qcow2 (created through libvirt).")
+@click.option("--disk", help="PATH, or POOL/VOL,size=60G,format=raw|qcow2, or path=FILE,size=60,"
+                              "format=qcow2 as virt-install (new volumes are created through libvirt).")
 @click.option("--iso", help="Windows install ISO.")
 @click.option("--virtio-iso", help="virtio-win drivers ISO.")
 @click.option("--gpu", help="GPU address (01:00 = every function).")
@@ -89,6 +91,9 @@ def create(name: str, profile: Path | None, print_xml: bool, force: bool, uri: s
     if binding is not None:
         options["managed"] = binding == "libvirt"
     request = merge(load_profile(profile, name) if profile else VmRequest(name=name), options)
+    # As every file argument: a relative ISO path is relative to the current directory.
+    request = replace(request, **{key: os.path.abspath(value) for key in ("iso", "virtio_iso")
+                                  if (value := getattr(request, key))})
     request.validate()
     host = host_paths(root)
     domain_type = request.domain_type or ("kvm" if os.path.exists(host("dev/kvm")) else "qemu")
@@ -96,7 +101,7 @@ def create(name: str, profile: Path | None, print_xml: bool, force: bool, uri: s
     passed = passed_devices(host, request, force=force)
     disk = parse_disk(request.disk)
     _check_local_files(host, request, uri)
-    if disk is not None and disk.path is not None and not print_xml and \
+    if disk is not None and disk.path is not None and not disk.new and not print_xml and \
             not os.path.exists(host(disk.path.lstrip("/"))):
         raise InputError(f"disk {disk.path} does not exist",
                          "create it, or let libvirt make a volume: --disk POOL/VOL,size=60G")
@@ -112,8 +117,10 @@ def create(name: str, profile: Path | None, print_xml: bool, force: bool, uri: s
         if virt.domain_exists(conn, name):
             raise InputError(f"a domain named {name!r} already exists",
                              f"pick another name, or tune it: vfiodesk vm tune {name}")
-        volume, path = None, disk.path if disk else None
-        if disk is not None and disk.pool is not None and disk.volume is not None:
+        volume, path, new_pool = None, disk.path if disk else None, None
+        if disk is not None and disk.new and disk.path is not None:
+            volume, path, new_pool = virt.create_volume_at(conn, disk.path, disk.size, disk.format)
+        elif disk is not None and disk.pool is not None and disk.volume is not None:
             volume, path = virt.create_volume(conn, disk.pool, disk.volume, disk.size, disk.format)
         try:
             doc = plan_tuning(new_domain(request, domain_type), request, plan, passed, path,
@@ -125,6 +132,8 @@ def create(name: str, profile: Path | None, print_xml: bool, force: bool, uri: s
         except BaseException:
             if volume is not None:
                 virt.delete_volume(volume)
+            if new_pool is not None:
+                virt.delete_pool(new_pool)
             raise
     click.echo(f"defined {name}: {len(plan.vcpu_pins)} vCPUs on host CPUs {plan.vm_cpus}, "
                f"{len(passed)} passed-through function(s)")

@@ -22,11 +22,12 @@ VIRTIO_DRIVER_FOLDER = r"vioscsi\w10\amd64"
 
 @dataclass(frozen=True)
 class DiskSpec:
-    path: str | None = None  # an existing file or block device
+    path: str | None = None  # an existing file or block device (or, with new, the one to make)
     pool: str | None = None  # or a new volume POOL/VOL
     volume: str | None = None
     size: int = 60 * GIB
     format: str = "raw"
+    new: bool = False  # path=...,size=...: a new volume in the pool of path's directory
 
 
 @dataclass(frozen=True)
@@ -91,10 +92,17 @@ def merge(profile: VmRequest, overrides: dict[str, Any]) -> VmRequest:
 
 
 def parse_disk(text: str | None) -> DiskSpec | None:
-    """``PATH`` or ``POOL/VOL,size=60G,format=raw|qcow2``."""
+    """``PATH``, ``POOL/VOL,size=60G,format=raw|qcow2``, or virt-install's spelling
+    ``path=/dir/vol.qcow2,size=80,format=qcow2`` (size in GiB unless it has a unit)."""
     if not text:
         return None
     head, *options = text.split(",")
+    virt_install = head.startswith("path=")
+    if virt_install:
+        head = head.removeprefix("path=")
+        if not head.startswith("/") or head.endswith("/"):
+            raise InputError(f"disk path={head!r} is not an absolute file path",
+                             "e.g. --disk path=/var/lib/libvirt/images/win10.qcow2,size=80,format=qcow2")
     settings: dict[str, str] = {}
     for option in options:
         key, sep, value = option.partition("=")
@@ -107,6 +115,8 @@ def parse_disk(text: str | None) -> DiskSpec | None:
         raise InputError(f"disk format {volume_format!r} is not raw or qcow2",
                          "use format=raw or format=qcow2")
     size = parse_size(settings.get("size", "60G"), default_unit="G")
+    if virt_install and "size" in settings:
+        return DiskSpec(path=head, size=size, format=volume_format, new=True)
     if head.startswith(("/", ".")):
         if "size" in settings:
             raise InputError("size= applies to new volumes (POOL/VOL), not to an existing file",

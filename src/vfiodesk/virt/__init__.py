@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from typing import Any
@@ -48,6 +49,19 @@ def domain_exists(conn: Any, name: str) -> bool:
         conn.lookupByID(i).name() == name for i in conn.listDomainsID())
 
 
+def domain_is_active(conn: Any, name: str) -> bool:
+    return bool(conn.lookupByName(name).isActive())
+
+
+def undefine_domain(conn: Any, name: str) -> None:
+    """Remove a stopped domain's definition and its UEFI varstore (the disk stays)."""
+    libvirt = _libvirt()
+    try:
+        conn.lookupByName(name).undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+    except libvirt.libvirtError as exc:
+        raise _error(f"cannot undefine {name}", exc, f"see virsh undefine --nvram {name}") from None
+
+
 def define_domain(conn: Any, xml: str) -> Any:
     libvirt = _libvirt()
     try:
@@ -84,6 +98,69 @@ def create_volume(conn: Any, pool_name: str, name: str, size: int, volume_format
         raise _error(f"cannot create a {format_size(size)} volume {pool_name}/{name}", exc,
                      "check the pool's free space (virsh pool-info) and that the name is free") from None
     return created, str(created.path())
+
+
+def create_volume_at(conn: Any, path: str, size: int, volume_format: str) -> tuple[Any, str, Any | None]:
+    """A new volume at ``path`` through the storage pool of its directory, as virt-install does:
+    a ``dir`` pool is defined (and started, autostarted) when none has that target. Returns the
+    volume, its path, and the pool defined here (None when one existed), for rolling back."""
+    directory, name = os.path.split(os.path.normpath(path))
+    pool, defined = _pool_of_directory(conn, directory)
+    try:
+        volume, made = create_volume(conn, pool.name(), name, size, volume_format)
+    except BaseException:
+        if defined:
+            delete_pool(pool)
+        raise
+    return volume, made, pool if defined else None
+
+
+def _pool_of_directory(conn: Any, directory: str) -> tuple[Any, bool]:
+    libvirt = _libvirt()
+    names = set()
+    for pool in conn.listAllStoragePools(0):
+        names.add(pool.name())
+        target = ET.fromstring(pool.XMLDesc(0)).findtext("target/path")
+        if target and os.path.normpath(target) == directory:
+            if not pool.isActive():
+                try:
+                    pool.create(0)
+                except libvirt.libvirtError as exc:
+                    raise _error(f"cannot start storage pool {pool.name()!r}", exc,
+                                 f"see virsh pool-start {pool.name()}") from None
+            return pool, False
+    base = os.path.basename(directory) or "pool"
+    name = next(candidate for candidate in (base, *(f"{base}-{n}" for n in range(1, 1000)))
+                if candidate not in names)
+    element = ET.Element("pool", type="dir")
+    ET.SubElement(element, "name").text = name
+    ET.SubElement(ET.SubElement(element, "target"), "path").text = directory
+    try:
+        pool = conn.storagePoolDefineXML(ET.tostring(element, encoding="unicode"), 0)
+    except libvirt.libvirtError as exc:
+        raise _error(f"cannot define a storage pool for {directory}", exc,
+                     "check the directory, or give --disk POOL/VOL with an existing pool") from None
+    try:
+        try:
+            pool.create(0)
+        except libvirt.libvirtError:
+            pool.build(0)  # the directory is missing: make it (an existing one is left as it is)
+            pool.create(0)
+        pool.setAutostart(1)
+    except libvirt.libvirtError as exc:
+        delete_pool(pool)
+        raise _error(f"cannot start the storage pool {name!r} for {directory}", exc,
+                     f"see virsh pool-start {name}") from None
+    return pool, True
+
+
+def delete_pool(pool: Any) -> None:
+    """Stop and undefine a pool this run defined (its directory and other files stay)."""
+    with contextlib.suppress(Exception):  # best effort while rolling back another failure
+        if pool.isActive():
+            pool.destroy()
+    with contextlib.suppress(Exception):
+        pool.undefine()
 
 
 def delete_volume(volume: Any) -> None:
