@@ -114,10 +114,12 @@ C 03  Display controller
 """
 
 
-def ready_host(root: Path, *, vendor: str = "GenuineIntel", cmdline: str | None = None) -> FakeHost:
+def ready_host(root: Path, *, vendor: str = "GenuineIntel", cmdline: str | None = None,
+               iommu: bool = True) -> FakeHost:
     """``desktop_host`` plus everything doctor wants: CPU flags, firmware table, kvm, vfio
-    modules, QEMU, OVMF, libvirt, virt-manager, swtpm, a user in the libvirt group."""
-    host = desktop_host(root)
+    modules, QEMU, OVMF, libvirt, virt-manager, swtpm, a user in the libvirt group. Without
+    ``iommu``: booted without the IOMMU (no groups, no DMAR line, no intel_iommu=on)."""
+    host = desktop_host(root, iommu=iommu)
     flag = "vmx" if vendor == "GenuineIntel" else "svm"
     host.file("proc/cpuinfo", f"processor\t: 0\nvendor_id\t: {vendor}\nmodel name\t: Test CPU\n"
                               f"flags\t\t: fpu {flag} sse2\n\nprocessor\t: 1\n")
@@ -132,9 +134,11 @@ def ready_host(root: Path, *, vendor: str = "GenuineIntel", cmdline: str | None 
     host.file("lib/modules/6.1.0-test/modules.builtin", "")
     if cmdline is None:
         cmdline = ("BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro quiet "
-                   + ("intel_iommu=on iommu=pt" if flag == "vmx" else "iommu=pt"))
+                   + ("intel_iommu=on iommu=pt" if flag == "vmx" else "iommu=pt")) if iommu else \
+            "BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro quiet"
     host.file("proc/cmdline", cmdline + "\n")
-    host.file("dev/kmsg", "6,1,0,-;DMAR: IOMMU enabled\n6,2,0,-;Run /init as init process\n")
+    host.file("dev/kmsg", ("6,1,0,-;DMAR: IOMMU enabled\n" if iommu else "")
+              + "6,2,0,-;Run /init as init process\n")
     for program in ("usr/bin/qemu-system-x86_64", "usr/sbin/libvirtd", "usr/bin/virt-manager",
                     "usr/bin/swtpm", "usr/bin/swtpm_setup"):
         host.file(program)

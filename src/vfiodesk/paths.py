@@ -44,6 +44,9 @@ ETC_LIBVIRT_HOOKS = "etc/libvirt/hooks"
 LIB_MODULES = "lib/modules"
 RUN_VFIODESK = "run/vfiodesk"
 VAR_LIB_VFIODESK = "var/lib/vfiodesk"
+PROC_BOOT_ID = "proc/sys/kernel/random/boot_id"  # changes at every boot
+ETC_PRIME_DISCRETE = "etc/prime-discrete"  # nvidia-prime's choice: on (nvidia), off, on-demand
+RUN_SYSTEMD_SYSTEM = "run/systemd/system"  # exists when systemd runs the host (sd_booted(3))
 # Host configuration (vfiodesk host ...): boot loaders, initramfs, services.
 SYS_FIRMWARE_EFI = "sys/firmware/efi"
 ETC_DEFAULT_GRUB = "etc/default/grub"

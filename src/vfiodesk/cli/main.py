@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "hook": "vfiodesk.cli.hook:hook",
     "lab": "vfiodesk.cli.lab:lab",
     "restore": "vfiodesk.cli.bind:restore",
+    "setup": "vfiodesk.cli.setup:setup",
     "snapshot": "vfiodesk.cli.snapshot:snapshot",
     "unbind": "vfiodesk.cli.bind:unbind",
     "up": "vfiodesk.cli.desktop:up",
