@@ -176,7 +176,7 @@ def test_packages_prints_install_and_group_commands(capsys: pytest.CaptureFixtur
                                                     host: FakeHost) -> None:
     result = run_cli(capsys, "host", "packages", "--user", "bob", "--apply", "--root", str(host.root))
     assert result.status == 0, result.stderr
-    assert "would run: apt-get install -y qemu-system-x86 ovmf libvirt-daemon-system virt-manager" \
+    assert "would run: apt-get install -y qemu-system-x86 ovmf libvirt-daemon-system swtpm-tools virt-manager" \
         in result.stderr
     assert "would run: usermod -aG libvirt bob" in result.stderr
     member = run_cli(capsys, "host", "packages", "--user", "alice", "--root", str(host.root))
