@@ -11,6 +11,7 @@ import pytest
 
 from tests.cli import run_cli
 from tests.fakehost import FakeHost, ready_host
+from vfiodesk.errors import ExitStatus
 
 GRUB = 'GRUB_DEFAULT=0\n# keep me\nGRUB_CMDLINE_LINUX_DEFAULT="quiet amd_iommu=on"\nGRUB_CMDLINE_LINUX=""\n'
 
@@ -181,3 +182,21 @@ def test_packages_prints_install_and_group_commands(capsys: pytest.CaptureFixtur
     assert "would run: usermod -aG libvirt bob" in result.stderr
     member = run_cli(capsys, "host", "packages", "--user", "alice", "--root", str(host.root))
     assert "apt-get install" in member.stdout and "usermod" not in member.stdout
+
+
+def test_vfio_early_plans_like_bind(capsys: pytest.CaptureFixture[str], host: FakeHost) -> None:
+    """One function names the whole card; a group bind refuses is refused here too."""
+    result = run_cli(capsys, "host", "vfio-early", "01:00.0", "--apply", "--root", str(host.root))
+    assert result.status == 0, result.stderr
+    modprobe = (host.root / "etc/modprobe.d/vfiodesk-vfio.conf").read_text()
+    assert "options vfio-pci ids=10de:10f0,10de:1b80\n" in modprobe  # the HDMI audio too
+    run_cli(capsys, "host", "undo", "--root", str(host.root))
+    refused = run_cli(capsys, "host", "vfio-early", "02:00.0", "--root", str(host.root))
+    bind = run_cli(capsys, "bind", "02:00.0", "--dry-run", "--root", str(host.root))
+    assert refused.status == bind.status == ExitStatus.REFUSED
+    assert "0000:03:00.0 (IOMMU group 4) shares the group but was not named" in refused.stderr
+    assert not (host.root / "etc/modprobe.d/vfiodesk-vfio.conf").exists()
+    forced = run_cli(capsys, "host", "vfio-early", "02:00.0", "--force", "--root", str(host.root))
+    assert forced.status == 0 and "ids=1002:67df,10ec:8168" in forced.stdout
+    bridge = run_cli(capsys, "host", "vfio-early", "00:01.0", "--root", str(host.root))
+    assert bridge.status == ExitStatus.USAGE and "is a bridge or root port" in bridge.stderr

@@ -13,8 +13,9 @@ from vfiodesk import paths as P
 from vfiodesk.binding import journal
 from vfiodesk.binding.sysfs import SysfsWriter
 from vfiodesk.errors import VfiodeskError
-from vfiodesk.host.kernel import read_driver_module, read_modules
+from vfiodesk.host.kernel import read_modules
 from vfiodesk.host.pci import scan_pci_devices
+from vfiodesk.host.services import read_driver_module
 from vfiodesk.host.usage import read_host_usage
 from vfiodesk.model.pci import PciAddress, PciPattern
 from vfiodesk.plan.bind import (
@@ -103,7 +104,8 @@ def _journal_originals(host: P.HostPaths, plan: BindPlan, owner: str, dry_run: b
         journal.record(host, journal.DeviceRecord(
             address, device.driver, device.driver_override, owner,
             plan.free_consoles if boot_gpu else (), plan.unload_nvidia and device.driver == "nvidia",
-            plan.free_framebuffers if boot_gpu else (), read_driver_module(host, device.driver)))
+            plan.free_framebuffers if boot_gpu else (),
+            read_driver_module(host, device.driver) if device.driver else None))
 
 
 def _apply(host: P.HostPaths, plan: BindPlan, writer: SysfsWriter, runner: CommandRunner,

@@ -13,7 +13,6 @@ from vfiodesk import paths as P
 from vfiodesk.cli.host_services import audio, network, packages
 from vfiodesk.cli.hostplan import apply_option, execute
 from vfiodesk.cli.options import host_paths, root_option
-from vfiodesk.errors import InputError
 from vfiodesk.host.boot import read_boot_facts
 from vfiodesk.host.configfiles import read_config
 from vfiodesk.host.kernel import read_modules
@@ -26,11 +25,12 @@ from vfiodesk.host.services import (
     read_nr_hugepages,
 )
 from vfiodesk.host.system import read_cpuinfo
+from vfiodesk.host.usage import read_host_usage
 from vfiodesk.hostfiles.editor import undo_change
 from vfiodesk.hostfiles.journal import read_changes
 from vfiodesk.model.pci import parse_pci_pattern
 from vfiodesk.model.sizes import parse_size
-from vfiodesk.plan.bind import select_devices
+from vfiodesk.plan.bind import plan_bind
 from vfiodesk.plan.hostconfig import hugepages as huge
 from vfiodesk.plan.hostconfig import vfio_early as early
 from vfiodesk.plan.hostconfig.bootloader import LOADERS, detect_loader, plan_kernel_params
@@ -76,18 +76,21 @@ def iommu(igfx_off: bool, passthrough_mode: bool, boot_loader: str, apply: bool,
 
 @host.command("vfio-early")
 @click.argument("devices", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Take even what the safety rules refuse (as bind --force).")
 @boot_loader_option
 @apply_option
 @root_option
-def vfio_early(devices: tuple[str, ...], boot_loader: str, apply: bool, root: str | None) -> None:
-    """Give DEVICES to vfio-pci at boot (modprobe.d + initramfs, or vfio-pci.ids= when built in)."""
+def vfio_early(devices: tuple[str, ...], force: bool, boot_loader: str, apply: bool,
+               root: str | None) -> None:
+    """Give DEVICES to vfio-pci at boot (modprobe.d + initramfs, or vfio-pci.ids= when built in).
+
+    The plan is bind's: the whole IOMMU group, every function of the card, the same refusals."""
     hostp = host_paths(root)
     found = scan_pci_devices(hostp)
-    selected = select_devices(found, [parse_pci_pattern(text) for text in devices])
-    for device in selected:
-        if device.is_bridge:
-            raise InputError(f"{device.address} is a bridge; bridges stay with the host",
-                             "name the devices behind it")
+    # Who holds a device now does not matter for the next boot; what it carries does.
+    usage = replace(read_host_usage(hostp, []), device_holders={}, nvidia_holders=())
+    bind_plan = plan_bind(found, [parse_pci_pattern(text) for text in devices], usage, force=force)
+    selected = list(bind_plan.devices)
     ids = early.vfio_ids(selected, found)
     modules = read_modules(hostp)
     if "vfio_pci" in modules.builtin:
@@ -102,7 +105,7 @@ def vfio_early(devices: tuple[str, ...], boot_loader: str, apply: bool, root: st
             early.plan_initramfs(early.InitramfsFacts(
                 detect_initramfs_tool(hostp), read_config(hostp, P.ETC_INITRAMFS_TOOLS_MODULES),
                 read_config(hostp, P.ETC_MKINITCPIO_CONF), os.path.isdir(hostp(P.ETC_MKINITCPIO_CONF_D)))))
-    warnings = early.boot_gpu_warnings(selected, has_encrypted_disks(hostp))
+    warnings = (*bind_plan.warnings, *early.boot_gpu_warnings(selected, has_encrypted_disks(hostp)))
     execute(hostp, replace(plan, warnings=(*plan.warnings, *warnings)), apply)
 
 

@@ -56,16 +56,6 @@ def read_modules(host: P.HostPaths) -> ModuleState:
     return ModuleState(frozenset(loaded), frozenset(builtin), frozenset(available))
 
 
-def read_driver_module(host: P.HostPaths, driver: str | None) -> str | None:
-    """The module a loaded PCI driver comes from (its ``module`` link); None when built in."""
-    if driver is None:
-        return None
-    try:
-        return os.path.basename(os.readlink(host(P.SYS_PCI_DRIVERS, driver, "module")))
-    except OSError:
-        return None
-
-
 def _module_names(index: str) -> set[str]:
     """Module names from modules.dep / modules.builtin lines ("kernel/.../vfio-pci.ko.xz: deps")."""
     names = set()
