@@ -91,6 +91,28 @@ def test_runtime_hugepages_and_cpu_isolation(host: FakeHost, script: Path,
     assert pages.read_text() == "0\n"
 
 
+def test_hugepages_reserved_at_boot_are_used_before_allocating(host: FakeHost, script: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """One budget: `host hugepages` reserved them at boot, the hook allocates only the shortfall."""
+    xml = domain_xml(host, capsys, "--hugepages", "--memory", "1G")
+    pool = "sys/devices/system/node/node0/hugepages/hugepages-2048kB"
+    pages, free = host.file(f"{pool}/nr_hugepages", "512\n"), host.file(f"{pool}/free_hugepages", "512\n")
+    prepared = call(script, host, "prepare", xml)
+    assert prepared.returncode == 0, prepared.stderr
+    assert pages.read_text() == "512\n" and "none allocated" in prepared.stderr
+    call(script, host, "release", xml, "end")
+    assert pages.read_text() == "512\n"
+    free.write_text("100\n")  # another VM holds 412 of them
+    call(script, host, "prepare", xml)
+    assert pages.read_text() == "924\n"
+    call(script, host, "release", xml, "end")
+    assert pages.read_text() == "512\n"
+    host.file("proc/meminfo", "MemTotal: 33554432 kB\nHugepagesize: 1048576 kB\n")
+    giant = host.file("sys/devices/system/node/node0/hugepages/hugepages-1048576kB/nr_hugepages", "0\n")
+    call(script, host, "prepare", xml)
+    assert giant.read_text() == "1\n" and pages.read_text() == "512\n"
+
+
 @pytest.mark.parametrize("data", [b"", b"garbage " + MARKER, MARKER + b"<domain>" * 3,
                                   b"<domain xmlns:v='" + MARKER + b"'><devices><hostdev type='pci'>"
                                   b"<source><address bus='zz'/></source></hostdev></devices></domain>"])

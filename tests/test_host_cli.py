@@ -119,7 +119,7 @@ def test_hugepages_2m_and_1g(capsys: pytest.CaptureFixture[str], host: FakeHost)
     assert run_cli(capsys, "host", "hugepages", "1G", "--page-size", "1G", "--root", root).status == 4
     host.file("proc/cpuinfo", "vendor_id\t: GenuineIntel\nflags\t\t: vmx pdpe1gb\n")
     result = run_cli(capsys, "host", "hugepages", "8G", "--page-size", "1G", "--root", root)
-    assert 'amd_iommu=on hugepagesz=1G hugepages=8"' in result.stdout
+    assert 'amd_iommu=on default_hugepagesz=1G hugepagesz=1G hugepages=8"' in result.stdout
     result = run_cli(capsys, "host", "hugepages", "31G", "--root", root)
     assert result.status == 4 and "would leave the host" in result.stderr
     assert run_cli(capsys, "host", "hugepages", "lots", "--root", root).status == 2
@@ -177,8 +177,8 @@ def test_packages_prints_install_and_group_commands(capsys: pytest.CaptureFixtur
                                                     host: FakeHost) -> None:
     result = run_cli(capsys, "host", "packages", "--user", "bob", "--apply", "--root", str(host.root))
     assert result.status == 0, result.stderr
-    assert "would run: apt-get install -y qemu-system-x86 ovmf libvirt-daemon-system swtpm-tools virt-manager" \
-        in result.stderr
+    assert ("would run: apt-get install -y qemu-system-x86 ovmf libvirt-daemon-system swtpm-tools "
+            "virt-manager") in result.stderr
     assert "would run: usermod -aG libvirt bob" in result.stderr
     member = run_cli(capsys, "host", "packages", "--user", "alice", "--root", str(host.root))
     assert "apt-get install" in member.stdout and "usermod" not in member.stdout

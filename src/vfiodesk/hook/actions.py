@@ -12,10 +12,11 @@ from vfiodesk.domxml.metadata import VmManagement
 from vfiodesk.domxml.tune import pci_hostdevs
 from vfiodesk.errors import InputError, RefusedError, VfiodeskError
 from vfiodesk.host.pci import read_pci_device
+from vfiodesk.host.services import read_default_hugepage_kib
+from vfiodesk.host.sysfs import read_int_attr
 from vfiodesk.hostfiles.atomic import write_atomic
 from vfiodesk.model.cpuset import CpuSet
 from vfiodesk.model.pci import PciAddress, PciPattern
-from vfiodesk.model.sizes import KIB
 from vfiodesk.runner import CommandRunner
 
 
@@ -80,20 +81,11 @@ def _runtime_resources(host: P.HostPaths, vm: str, doc: DomainDocument,
     pins = CpuSet.of(cpu for pin in doc.root.findall("cputune/vcpupin")
                      for cpu in CpuSet.parse(pin.get("cpuset", "")))
     if management.hugepages == "runtime":
-        node = _node_of(host, pins)
         memory_kib = int(doc.root.findtext("memory") or "0")
-        path = host(P.SYS_NODE, f"node{node}", "hugepages", "hugepages-2048kB", "nr_hugepages")
-        before = int(path.read_text().strip() or "0")
-        wanted = before + memory_kib * KIB // (2048 * KIB)
-        path.write_text(f"{wanted}\n")
-        got = int(path.read_text().strip() or "0")
-        if got < wanted and host.is_real_host:
-            path.write_text(f"{before}\n")
-            raise VfiodeskError(
-                f"only {got - before} of {wanted - before} 2 MiB hugepages on NUMA node {node}",
-                "free memory, or reserve them at boot: vfiodesk host hugepages")
-        state["hugepages"] = {"path": str(path), "before": before}
-        done.append(f"{wanted - before} hugepages of 2 MiB on NUMA node {node}")
+        line, record = _allocate_hugepages(host, _node_of(host, pins), memory_kib)
+        done.append(line)
+        if record:
+            state["hugepages"] = record
     if management.isolate_cpus and pins:
         online = CpuSet.parse(host(P.SYS_CPU, "online").read_text())
         keep = str(online - pins)
@@ -106,6 +98,32 @@ def _runtime_resources(host: P.HostPaths, vm: str, doc: DomainDocument,
         path = host(P.RUN_VFIODESK, f"vm-{vm}.json")
         write_atomic(path, json.dumps(state).encode(), str(path))
     return done
+
+
+def _allocate_hugepages(host: P.HostPaths, node: int, memory_kib: int) -> tuple[str, dict[str, object]]:
+    """One budget: pages already free (reserved at boot by `vfiodesk host hugepages`) are used
+    first and only the shortfall is allocated, so the two never add up
+    (Documentation/admin-guide/mm/hugetlbpage.rst: free_hugepages, nr_hugepages per node)."""
+    size_kib = read_default_hugepage_kib(host)
+    pool = host(P.SYS_NODE, f"node{node}", "hugepages", f"hugepages-{size_kib}kB")
+    needed = -(-memory_kib // size_kib)
+    free = read_int_attr(pool / "free_hugepages") or 0
+    missing = max(needed - free, 0)
+    size = f"{size_kib // 1024} MiB" if size_kib < 1024 * 1024 else f"{size_kib // (1024 * 1024)} GiB"
+    if not missing:
+        return f"{needed} free hugepages of {size} on NUMA node {node} (reserved at boot): none allocated", {}
+    before = int((pool / "nr_hugepages").read_text().strip() or "0")
+    wanted = before + missing
+    (pool / "nr_hugepages").write_text(f"{wanted}\n")
+    got = int((pool / "nr_hugepages").read_text().strip() or "0")
+    if got < wanted and host.is_real_host:
+        (pool / "nr_hugepages").write_text(f"{before}\n")
+        raise VfiodeskError(
+            f"only {got - before} of {missing} hugepages of {size} on NUMA node {node}",
+            "free memory, or reserve them at boot: vfiodesk host hugepages")
+    used = f" (and {needed - missing} free ones)" if needed > missing else ""
+    return (f"{missing} hugepages of {size} on NUMA node {node}{used}",
+            {"path": str(pool / "nr_hugepages"), "before": before})
 
 
 def _node_of(host: P.HostPaths, cpus: CpuSet) -> int:

@@ -31,13 +31,24 @@ def has_encrypted_disks(host: P.HostPaths) -> bool:
     return any(line.strip() and not line.lstrip().startswith(b"#") for line in data.splitlines())
 
 
-def read_mem_total(host: P.HostPaths) -> int | None:
-    """MemTotal from proc/meminfo, in bytes."""
+def _read_meminfo_kib(host: P.HostPaths, wanted: str) -> int | None:
     for line in (read_attr(host(P.PROC_MEMINFO), FILE_LIMIT) or "").splitlines():
         key, _, value = line.partition(":")
-        if key == "MemTotal" and value.split()[:1] and value.split()[0].isdigit():
-            return int(value.split()[0]) * 1024
+        if key == wanted and value.split()[:1] and value.split()[0].isdigit():
+            return int(value.split()[0])
     return None
+
+
+def read_mem_total(host: P.HostPaths) -> int | None:
+    """MemTotal from proc/meminfo, in bytes."""
+    kib = _read_meminfo_kib(host, "MemTotal")
+    return None if kib is None else kib * 1024
+
+
+def read_default_hugepage_kib(host: P.HostPaths) -> int:
+    """The default hugepage size (Hugepagesize in proc/meminfo; 2 MiB on x86 unless
+    default_hugepagesz= says otherwise): what a domain's plain <hugepages/> backing uses."""
+    return _read_meminfo_kib(host, "Hugepagesize") or 2048
 
 
 def read_nr_hugepages(host: P.HostPaths) -> int | None:

@@ -50,11 +50,16 @@ def plan_sysctl(pages: int, statement: str, runtime_pages: int | None) -> HostPl
     return HostPlan("hugepages", (FileChange(SYSCTL_FILE, None, encode(text)),),
                     (("sysctl", "-p", f"/{SYSCTL_FILE}"),), undo,
                     notes=(statement, "allocating now may find fewer free 2 MiB blocks than at boot: "
-                           "check HugePages_Total in /proc/meminfo"))
+                           "check HugePages_Total in /proc/meminfo",
+                           "a VM made with --hugepages uses these pages first; its hook allocates only "
+                           "what is missing, so the two never add up"))
 
 
 def gigantic_wants(pages: int, cpu_flags: frozenset[str]) -> tuple[Want, ...]:
     if "pdpe1gb" not in cpu_flags:
         raise RefusedError("this CPU has no 1 GiB pages (no pdpe1gb flag in /proc/cpuinfo)",
                            "use --page-size 2M")
-    return (Want.value("hugepagesz", "1G"), Want.value("hugepages", str(pages)))
+    # default_hugepagesz too: a domain's plain <hugepages/> backing takes the default size, and
+    # the hook's runtime allocation counts these pages (one budget) only when they are the default.
+    return (Want.value("default_hugepagesz", "1G"), Want.value("hugepagesz", "1G"),
+            Want.value("hugepages", str(pages)))
