@@ -1,7 +1,7 @@
 """A fake tree that answers like the kernel: drivers come and go with their modules.
 
 ``FakeKernel`` is a sysfs writer whose writes have the kernel's effects on a ``FakeHost`` tree
-(driver_override, unbind, drivers_probe, platform framebuffers); ``FakeModprobe`` is a command
+(driver_override, unbind, drivers_probe, platform framebuffers); ``FakeRunner`` is a command
 runner whose ``modprobe`` loads and unloads modules in the tree. Together they model what only
 exists after a command runs: a driver's sysfs directory appears with ``modprobe nvidia``, and a
 probe before that finds no driver (drivers/base/bus.c, drivers/pci/pci-driver.c).
@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,11 +146,16 @@ class FakeKernel(SysfsWriter):
 
 
 @dataclass
-class FakeModprobe(CommandRunner):
-    """Runs modprobe against the tree's modules; records every command."""
+class FakeRunner(CommandRunner):
+    """Runs modprobe against the tree's modules and the tree's own stand-in programs
+    (usr/bin/NAME, e.g. a prime-select that answers like the real one); records every command."""
 
     modules: FakeModules | None = None
     ran: list[str] = field(default_factory=list)
+
+    @property
+    def will_run(self) -> bool:
+        return not self.dry_run
 
     def run(self, argv: Sequence[str], *, check: bool = True, timeout: float = 600,
             input_text: str | None = None) -> CommandResult:
@@ -157,6 +163,11 @@ class FakeModprobe(CommandRunner):
             return super().run(argv, check=check, timeout=timeout, input_text=input_text)
         self.ran.append(" ".join(argv))
         error = None
+        stand_in = self.host.root / "usr/bin" / argv[0]
+        if argv[0] != "modprobe" and stand_in.is_file():
+            done = subprocess.run([str(stand_in), *argv[1:]], capture_output=True, text=True,
+                                  timeout=timeout, check=False)
+            return CommandResult(tuple(argv), done.returncode, done.stdout, done.stderr, ran=True)
         if argv[0] == "modprobe" and self.modules is not None:
             names = [argv[-1]]
             if argv[1] == "-r":

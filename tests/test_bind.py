@@ -15,7 +15,7 @@ import pytest
 
 from tests.cli import run_cli
 from tests.fakehost import FakeHost, ready_host
-from tests.fakekernel import FakeKernel, FakeModprobe, FakeModule, FakeModules, driver_of
+from tests.fakekernel import FakeKernel, FakeModule, FakeModules, FakeRunner, driver_of
 from vfiodesk.binding.engine import FAULT_ENV, bind_devices, release_devices
 from vfiodesk.binding.journal import read_records
 from vfiodesk.errors import ExitStatus, RefusedError, VfiodeskError
@@ -223,7 +223,7 @@ def _nvidia_desktop(tmp_path: Path) -> tuple[FakeHost, FakeModules]:
 def test_nvidia_is_given_back_after_its_modules_are_loaded_again(tmp_path: Path) -> None:
     tree, modules = _nvidia_desktop(tmp_path)
     assert driver_of(tree, "0000:01:00.0") == "nvidia"
-    runner = FakeModprobe(tree.paths, modules=modules)
+    runner = FakeRunner(tree.paths, modules=modules)
     bind_devices(tree.paths, [parse_pci_pattern("01:00")], writer=FakeKernel(tree.paths, modules=modules),
                  runner=runner)
     assert [driver_of(tree, a) for a in ("0000:01:00.0", "0000:01:00.1")] == ["vfio-pci", "vfio-pci"]
@@ -245,7 +245,7 @@ def test_a_driver_unloaded_while_on_vfio_is_loaded_again(tmp_path: Path) -> None
     for name in ("nvidia_drm", "nvidia_modeset", "nvidia_uvm", "nvidia"):
         modules.unload(name)
     modules.load("nouveau")
-    runner = FakeModprobe(tree.paths, modules=modules)
+    runner = FakeRunner(tree.paths, modules=modules)
     bind_devices(tree.paths, [parse_pci_pattern("01:00")], writer=FakeKernel(tree.paths, modules=modules),
                  runner=runner)
     runner.run(["modprobe", "-r", "snd_hda_intel"])  # meanwhile, the host drops its sound driver
@@ -260,7 +260,7 @@ def test_a_driver_unloaded_while_on_vfio_is_loaded_again(tmp_path: Path) -> None
 
 def test_a_failed_module_load_keeps_the_journal_for_restore(tmp_path: Path) -> None:
     tree, modules = _nvidia_desktop(tmp_path)
-    runner = FakeModprobe(tree.paths, modules=modules)
+    runner = FakeRunner(tree.paths, modules=modules)
     bind_devices(tree.paths, [parse_pci_pattern("01:00")], writer=FakeKernel(tree.paths, modules=modules),
                  runner=runner)
     nvidia = modules.known.pop("nvidia")  # say, a kernel update removed it
@@ -286,7 +286,7 @@ def test_efifb_that_cannot_come_back_is_reported_and_the_release_finishes(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     tree, modules = _nvidia_desktop(tmp_path)
     _boot_gpu_with_efifb(tree)
-    runner = FakeModprobe(tree.paths, modules=modules)
+    runner = FakeRunner(tree.paths, modules=modules)
     bind_devices(tree.paths, [parse_pci_pattern("01:00")], writer=FakeKernel(tree.paths, modules=modules),
                  runner=runner)
     assert (tree.root / "sys/class/vtconsole/vtcon1/bind").read_text() == "0\n"
@@ -294,7 +294,7 @@ def test_efifb_that_cannot_come_back_is_reported_and_the_release_finishes(
     monkeypatch.setattr("vfiodesk.cli.bind.SysfsWriter",
                         lambda host, dry_run: FakeKernel(host, dry_run, modules=modules))
     monkeypatch.setattr("vfiodesk.binding.engine.CommandRunner",
-                        lambda host, dry_run: FakeModprobe(host, dry_run, modules=modules))
+                        lambda host, dry_run: FakeRunner(host, dry_run, modules=modules))
     result = run_cli(capsys, "unbind", "01:00", "--root", str(tree.root))
     assert result.status == 0, result.stderr
     assert "0000:01:00.0: back on nvidia" in result.stdout
@@ -311,7 +311,7 @@ def test_unbind_dry_run_lists_the_writes_and_commands_in_order(
     tree, modules = _nvidia_desktop(tmp_path)
     _boot_gpu_with_efifb(tree)
     bind_devices(tree.paths, [parse_pci_pattern("01:00")], writer=FakeKernel(tree.paths, modules=modules),
-                 runner=FakeModprobe(tree.paths, modules=modules))
+                 runner=FakeRunner(tree.paths, modules=modules))
     before = {p: p.read_bytes() for p in tree.root.rglob("*") if p.is_file()}
     result = run_cli(capsys, "unbind", "01:00", "--dry-run", "--root", str(tree.root))
     assert result.status == 0, result.stderr

@@ -10,6 +10,7 @@ import pytest
 
 from tests.cli import run_cli
 from tests.fakehost import FakeHost, ready_host
+from tests.fakekernel import FakeRunner
 from tests.test_pinning import intel_4c8t, write_topology
 from tests.test_vm import this_machines_cpus, validate
 from vfiodesk.desktop.monitor import listed_inputs
@@ -167,3 +168,31 @@ def test_up_and_down_on_a_real_libvirtd(host: FakeHost, libvirtd: str,
     finally:
         subprocess.run([*virsh, "destroy", name], capture_output=True, check=False)
         subprocess.run([*virsh, "undefine", name, "--nvram"], capture_output=True, check=False)
+
+
+@pytest.mark.libvirt
+def test_up_refuses_while_prime_select_keeps_the_desktop_on_nvidia(
+        host: FakeHost, libvirtd: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    this_machines_cpus(host)
+    # An NVIDIA card at an address this machine does not have: the domain could never take
+    # a real device, even if the refusal failed.
+    host.pci("0000:7e:00.0", 0x10DE, 0x1B80, 0x030000, driver="nvidia", group=77, boot_vga=False)
+    host.file("usr/bin/prime-select", "#!/bin/sh\n[ \"$1\" = query ] && echo nvidia\n").chmod(0o755)
+    monkeypatch.setattr("vfiodesk.cli.desktop.CommandRunner", FakeRunner)
+    name = f"vfiodesk-prime-{uuid.uuid4().hex[:8]}"
+    made = run_cli(capsys, "vm", "create", name, "--root", str(host.root), "--connect", libvirtd,
+                   "--domain-type", "qemu", "--memory", "256M", "--network", "", "--gpu", "7e:00",
+                   "--binding", "vfiodesk")
+    assert made.status == 0, made.stderr
+    try:
+        refused = run_cli(capsys, "up", name, "--connect", libvirtd, "--root", str(host.root))
+        assert refused.status == ExitStatus.REFUSED
+        assert "prime-select query says nvidia: the host's desktop renders on 0000:7e:00.0" in refused.stderr
+        assert "sudo prime-select on-demand (or intel)" in refused.stderr
+        state = subprocess.run(["virsh", "-c", libvirtd, "domstate", name], capture_output=True, text=True,
+                               check=True)
+        assert state.stdout.strip() == "shut off"
+    finally:
+        subprocess.run(["virsh", "-c", libvirtd, "undefine", name, "--nvram"], capture_output=True,
+                       check=False)

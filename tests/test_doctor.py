@@ -7,6 +7,7 @@ import pytest
 
 from tests.cli import run_cli
 from tests.fakehost import ready_host
+from tests.fakekernel import FakeRunner
 from vfiodesk.errors import ExitStatus
 
 SNAPSHOTS = Path(__file__).parent / "data" / "snapshots"
@@ -113,7 +114,7 @@ def test_unreadable_probe_is_reported_and_the_rest_still_run(
     checks = checks_of(result.json())
     assert checks["cpu-virtualization"]["status"] == "skip"
     assert "proc/cpuinfo" in checks["cpu-virtualization"]["summary"]
-    assert checks["qemu"]["status"] == "pass" and len(checks) == 13
+    assert checks["qemu"]["status"] == "pass" and len(checks) == 14
 
 
 def test_this_ci_machine_snapshot_says_plainly_the_iommu_is_off(capsys: pytest.CaptureFixture[str]) -> None:
@@ -158,3 +159,33 @@ def test_lab_snapshots_read_like_the_real_lab(iommu: str, capsys: pytest.Capture
     else:
         assert checks["kernel-cmdline"]["status"] == "warn"
         assert "amd_iommu=on" in checks["kernel-cmdline"]["summary"]
+
+
+def _prime_select(tree_root: Path, answer: str) -> None:
+    """A stand-in prime-select in the tree that answers `query` like nvidia-prime's."""
+    program = tree_root / "usr/bin/prime-select"
+    program.parent.mkdir(parents=True, exist_ok=True)
+    program.write_text(f'#!/bin/sh\n[ "$1" = query ] && echo {answer}\n')
+    program.chmod(0o755)
+
+
+@pytest.mark.parametrize(("answer", "status"), [("on-demand", "pass"), ("intel", "pass"),
+                                                ("integrated", "pass"), ("nvidia", "fail"),
+                                                ("unknown", "warn")])
+def test_doctor_asks_prime_select_where_nvidia_prime_is_installed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        answer: str, status: str) -> None:
+    host = ready_host(tmp_path)
+    plain = checks_of(run_cli(capsys, "doctor", "--json", "--root", str(host.root)).json())
+    assert plain["prime-select"]["status"] == "pass" and "not installed" in plain["prime-select"]["summary"]
+    _prime_select(host.root, answer)
+    # Under a tree the runner only prints; the tree-aware runner runs the tree's stand-in.
+    unasked = checks_of(run_cli(capsys, "doctor", "--json", "--root", str(host.root)).json())
+    assert unasked["prime-select"]["status"] == "warn"
+    monkeypatch.setattr("vfiodesk.cli.doctor.CommandRunner", FakeRunner)
+    result = run_cli(capsys, "doctor", "--json", "--root", str(host.root))
+    check = checks_of(result.json())["prime-select"]
+    assert check["status"] == status and f"prime-select query says {answer}" in check["summary"]
+    if status == "fail":
+        assert "0000:01:00.0" in check["summary"] and result.status == ExitStatus.HOST_NOT_READY
+        assert check["hint"].startswith("sudo prime-select on-demand (or intel)")

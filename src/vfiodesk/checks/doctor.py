@@ -6,13 +6,14 @@ Pure: takes HostFacts, returns findings. A fail means not ready; a warn is advic
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from vfiodesk.checks.groups import classify_group
 from vfiodesk.checks.packages import install_command
 from vfiodesk.host.facts import HostFacts
 from vfiodesk.host.pci import group_devices
+from vfiodesk.plan.bind import NVIDIA_VENDOR
 
 
 class Status(enum.StrEnum):
@@ -206,10 +207,39 @@ def check_gpu_candidate(facts: HostFacts) -> Finding:
                    "move the card to another slot (one wired to the CPU), or pass the strangers too")
 
 
+# prime-select profiles that leave the NVIDIA card to whoever takes it ("integrated" is the
+# newer name of "intel").
+PRIME_FREE_PROFILES = frozenset({"intel", "integrated", "on-demand"})
+
+
+def prime_finding(profile: str | None, nvidia_gpus: Sequence[str]) -> Finding:
+    """Whether prime-select leaves the NVIDIA card free for the VM."""
+    if profile is None:
+        return Finding("prime-select", Status.PASS,
+                       "nvidia-prime is not installed: no prime-select profile holds a GPU")
+    if not nvidia_gpus:
+        return Finding("prime-select", Status.PASS, "prime-select is installed, but there is no NVIDIA GPU")
+    fix = "sudo prime-select on-demand (or intel), then log out and back in"
+    if profile in PRIME_FREE_PROFILES:
+        return Finding("prime-select", Status.PASS,
+                       f"prime-select query says {profile}: the desktop leaves {nvidia_gpus[0]} free")
+    if profile == "nvidia":
+        return Finding("prime-select", Status.FAIL,
+                       f"prime-select query says nvidia: the host's desktop renders on {nvidia_gpus[0]}, "
+                       "so the VM cannot take it", fix)
+    return Finding("prime-select", Status.WARN,
+                   f"prime-select query says {profile}, not intel or on-demand", f"check it; {fix}")
+
+
+def check_prime_select(facts: HostFacts) -> Finding:
+    nvidia = [str(d.address) for d in facts.devices or () if d.is_display and d.vendor_id == NVIDIA_VENDOR]
+    return prime_finding(facts.prime_profile, nvidia)
+
+
 CHECKS: tuple[Callable[[HostFacts], Finding], ...] = (
     check_cpu_virtualization, check_kvm, check_iommu_firmware, check_iommu_enabled, check_cmdline,
     check_vfio_modules, check_qemu, check_ovmf, check_swtpm, check_libvirt, check_virt_manager,
-    check_libvirt_group, check_gpu_candidate,
+    check_libvirt_group, check_gpu_candidate, check_prime_select,
 )
 
 

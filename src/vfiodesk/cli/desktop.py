@@ -8,10 +8,12 @@ from pathlib import Path
 
 import click
 
+from vfiodesk.checks.doctor import Status, prime_finding
 from vfiodesk.cli.domain_io import domain_argument, read_domain, write_domain, xml_option
 from vfiodesk.cli.options import connect_option, dry_run_option, host_paths, root_option
 from vfiodesk.desktop.monitor import load_monitors, switch_input
 from vfiodesk.desktop.msi import MsiDevice, msi_script
+from vfiodesk.desktop.prime import query_prime_profile
 from vfiodesk.desktop.synergy import SIDES, server_config
 from vfiodesk.domxml.desktop import (
     AUDIO_BACKENDS,
@@ -22,8 +24,9 @@ from vfiodesk.domxml.desktop import (
 )
 from vfiodesk.domxml.tune import hostdev_addresses
 from vfiodesk.errors import InputError, RefusedError, VfiodeskError
-from vfiodesk.host.pci import read_pci_device
+from vfiodesk.host.pci import read_pci_device, scan_pci_devices
 from vfiodesk.host.pciids import read_pci_names
+from vfiodesk.plan.bind import NVIDIA_VENDOR
 from vfiodesk.runner import CommandRunner
 
 
@@ -165,6 +168,11 @@ def _preflight(name: str, uri: str | None, root: str | None) -> None:
     if held is not None:
         raise RefusedError(f"{held[0]} is in use by {', '.join(held[1])}",
                            "log out of the desktop that uses that GPU (or prime-select the iGPU) first")
+    nvidia = [str(device.address) for device in scan_pci_devices(host)
+              if device.address in addresses and device.is_display and device.vendor_id == NVIDIA_VENDOR]
+    prime = prime_finding(query_prime_profile(host, CommandRunner(host)), nvidia)
+    if prime.status is Status.FAIL:
+        raise RefusedError(prime.summary, prime.hint)
 
 
 @click.command()

@@ -8,8 +8,10 @@ import click
 
 from vfiodesk.checks.doctor import Status, is_ready, run_checks
 from vfiodesk.cli.options import console, emit_json, host_paths, json_option, root_option
+from vfiodesk.desktop.prime import query_prime_profile
 from vfiodesk.errors import ExitStatus
 from vfiodesk.host.facts import read_host_facts
+from vfiodesk.runner import CommandRunner
 
 _STYLE = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "bold red", Status.SKIP: "dim"}
 
@@ -20,7 +22,9 @@ _STYLE = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "bold red", 
 def doctor(as_json: bool, root: str | None) -> int:
     """Check every prerequisite of GPU passthrough; exit 3 when the host is not ready."""
     host = host_paths(root)
-    findings = run_checks(read_host_facts(host, user=os.environ.get("SUDO_USER")))
+    facts = read_host_facts(host, user=os.environ.get("SUDO_USER"))
+    facts.prime_profile = query_prime_profile(host, CommandRunner(host))
+    findings = run_checks(facts)
     ready = is_ready(findings)
     if as_json:
         emit_json({"ready": ready, "checks": [

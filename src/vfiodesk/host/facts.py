@@ -44,6 +44,7 @@ class HostFacts:
     os_release: dict[str, str] = field(default_factory=dict)
     user: str | None = None
     libvirt_group: frozenset[str] | None = None
+    prime_profile: str | None = None  # `prime-select query`'s answer; None without nvidia-prime
     errors: dict[str, str] = field(default_factory=dict)  # probe name -> why it failed
 
 
