@@ -73,7 +73,9 @@ def test_hardware_drift_refuses_prepare_with_one_line(host: FakeHost, script: Pa
     xml = domain_xml(host, capsys)
     (host.root / "sys/devices/pci0000:00/0000:01:00.0/device").write_text("0x1b81\n")
     done = call(script, host, "prepare", xml)
-    assert done.returncode == 1 and "changed since the VM was made" in done.stderr
+    assert done.returncode == 1 and "changed since the VM was recorded" in done.stderr
+    assert "recorded 10de:1b80 subsystem 1043:8591 group 1; found 10de:1b81" in done.stderr
+    assert "vfiodesk vm tune win10 --record-devices" in done.stderr
     assert read_records(host.paths) == {}
 
 

@@ -13,10 +13,10 @@ import click
 from vfiodesk.cli.domain_io import read_domain, write_domain
 from vfiodesk.cli.options import connect_option, host_paths, root_option
 from vfiodesk.domxml.document import DomainDocument
-from vfiodesk.domxml.tune import post_install
+from vfiodesk.domxml.tune import hostdev_addresses
 from vfiodesk.errors import InputError, RefusedError
 from vfiodesk.host.cpu import read_cpu_topology
-from vfiodesk.host.pci import scan_pci_devices
+from vfiodesk.host.pci import read_pci_device, scan_pci_devices
 from vfiodesk.host.usage import HostUsage
 from vfiodesk.model.pci import PciDevice, parse_pci_pattern
 from vfiodesk.paths import HostPaths
@@ -24,12 +24,15 @@ from vfiodesk.plan.bind import plan_bind
 from vfiodesk.plan.pinning import plan_pinning
 from vfiodesk.plan.vm import (
     VIRTIO_DRIVER_FOLDER,
+    TuneRequest,
     VmRequest,
     load_profile,
     merge,
     new_domain,
     parse_disk,
+    plan_retune,
     plan_tuning,
+    recorded_device,
 )
 
 
@@ -148,34 +151,47 @@ def create(name: str, profile: Path | None, print_xml: bool, force: bool, uri: s
 @vm.command("tune")
 @click.argument("name", required=False)
 @click.option("--xml", "xml_file", type=click.Path(path_type=Path), help="Tune this XML file instead.")
+@click.option("--cpus", type=int, help="vCPUs (default: as many as the domain has now).")
+@click.option("--memory", help="RAM, e.g. 16G (written in the domain's own unit).")
+@click.option("--memory-current", help="Balloon target at start, e.g. 8G.")
+@click.option("--hugepages/--no-hugepages", default=None,
+              help="Add or remove hugepages backing (default: as the domain has it).")
+@click.option("--binding", type=click.Choice(["libvirt", "vfiodesk"]), default=None,
+              help="Who binds the hostdevs (default: as recorded, else as their managed= says).")
+@click.option("--isolate-cpus/--no-isolate-cpus", default=None,
+              help="Keep host tasks off the VM's CPUs while it runs (default: as recorded).")
+@click.option("--record-devices", is_flag=True,
+              help="Record the passed-through hardware as it is now (after a confirmed change).")
+@click.option("--gpu-display-only", "display", flag_value="gpu-only", default=None,
+              help="Drop QXL video and SPICE: the GPU drives the screen.")
+@click.option("--emulated-display", "display", flag_value="emulated",
+              help="Bring QXL video and SPICE back (undoes --gpu-display-only).")
 @click.option("--post-install", "post_install_flag", is_flag=True,
               help="Drop the install-time devices (the seed's cleanup).")
-@click.option("--cpus", type=int)
-@click.option("--memory")
-@click.option("--hugepages/--no-hugepages", default=False)
 @click.option("--print-xml", is_flag=True, help="Print the tuned XML.")
 @click.option("--diff", is_flag=True, help="Print what would change.")
 @connect_option
 @root_option
-def tune_command(name: str | None, xml_file: Path | None, post_install_flag: bool, cpus: int | None,
-                 memory: str | None, hugepages: bool, print_xml: bool, diff: bool, uri: str | None,
-                 root: str | None) -> None:
-    """Apply the same tuning to an existing domain (NAME or --xml), in place; twice changes nothing."""
+def tune_command(name: str | None, xml_file: Path | None, cpus: int | None, record_devices: bool,
+                 post_install_flag: bool, print_xml: bool, diff: bool, uri: str | None, root: str | None,
+                 **options: Any) -> None:
+    """Apply the seed's tuning to an existing domain (NAME or --xml), in place, keeping the
+    user's own choices; twice changes nothing."""
+    request = TuneRequest(post_install=post_install_flag, **options)
+    request.sizes()
     host = host_paths(root)
     before, doc = read_domain(name, xml_file, uri)
-    current = doc.root.findtext("currentMemory")
-    request = VmRequest(name=doc.name or "vm", cpus=cpus, hugepages=hugepages, network=None,
-                        memory=memory or f"{doc.root.findtext('memory') or 8388608}K",
-                        memory_current=None if memory or not current else f"{current}K",
-                        domain_type=doc.domain_type)
-    plan = plan_pinning(read_cpu_topology(host), cpus or _vcpus(doc))
-    plan_tuning(doc, request, plan, [], None, "raw")
-    if post_install_flag:
-        post_install(doc)
+    plan = plan_pinning(read_cpu_topology(host), cpus if cpus is not None else _vcpus(doc))
+    recorded = tuple(recorded_device(read_pci_device(host, address))
+                     for address in hostdev_addresses(doc)) if record_devices else None
+    for note in plan_retune(doc, request, plan, recorded):
+        click.echo(f"note: {note}", err=True)
     after = doc.to_xml()
     if diff:
         click.echo("".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True),
                                                 "before", "after")), nl=False)
+        if after == before:
+            click.echo("no change: the domain already has this tuning", err=True)
     if print_xml:
         click.echo(after, nl=False)
     elif not diff:

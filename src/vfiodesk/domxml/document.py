@@ -275,8 +275,11 @@ class DomainDocument:
             parent.insert(0, element)
         elif index is None or index >= len(nodes):
             last = nodes[-1]
-            element.tail = last.tail
-            last.tail = inner
+            # The last tail is "<spaces the user left>\n<the end tag's indent>": the first part
+            # stays on the last line, the second moves behind the new element.
+            head, newline, closing = (last.tail or "").rpartition("\n")
+            last.tail = head + inner
+            element.tail = newline + closing
             parent.append(element)
         else:
             element.tail = inner
@@ -295,8 +298,9 @@ class DomainDocument:
             return
         previous = element.getprevious()
         if element.getnext() is None:  # the last child's tail indents the parent's end tag
-            if previous is not None:
-                previous.tail = element.tail
+            if previous is not None:  # keep any spaces the user left at the end of that line
+                head, newline, _ = (previous.tail or "").rpartition("\n")
+                previous.tail = head + (element.tail or "") if newline else element.tail
             else:
                 holder.text = element.tail if not (holder.text or "").strip() else holder.text
         holder.remove(element)

@@ -9,7 +9,7 @@ from vfiodesk import paths as P
 from vfiodesk.binding.engine import bind_devices, plan_for, release_devices
 from vfiodesk.domxml.document import DomainDocument
 from vfiodesk.domxml.metadata import VmManagement
-from vfiodesk.domxml.tune import pci_hostdevs
+from vfiodesk.domxml.tune import pci_hostdevs, read_size
 from vfiodesk.errors import InputError, RefusedError, VfiodeskError
 from vfiodesk.host.pci import read_pci_device
 from vfiodesk.host.services import read_default_hugepage_kib
@@ -17,6 +17,7 @@ from vfiodesk.host.sysfs import read_int_attr
 from vfiodesk.hostfiles.atomic import write_atomic
 from vfiodesk.model.cpuset import CpuSet
 from vfiodesk.model.pci import PciAddress, PciPattern
+from vfiodesk.model.sizes import KIB
 from vfiodesk.runner import CommandRunner
 
 
@@ -32,7 +33,7 @@ def _pattern(address: PciAddress) -> PciPattern:
     return PciPattern(address.domain, address.bus, address.slot, address.function)
 
 
-def check_drift(host: P.HostPaths, management: VmManagement) -> None:
+def check_drift(host: P.HostPaths, vm: str, management: VmManagement) -> None:
     """The devices are still the ones the VM was made with (a swapped card, a moved slot or a
     BIOS update that regrouped the IOMMU would otherwise hand the VM the wrong device)."""
     for recorded in management.devices:
@@ -40,23 +41,34 @@ def check_drift(host: P.HostPaths, management: VmManagement) -> None:
             now = read_pci_device(host, recorded.address)
         except VfiodeskError:
             raise RefusedError(f"{recorded.address} is gone from this host",
-                               "the card moved or was removed: recreate or tune the VM") from None
-        was = [recorded.vendor_id, recorded.device_id, recorded.iommu_group]
-        found = [now.vendor_id, now.device_id, now.iommu_group]
-        if recorded.subsystem_vendor_id is not None:
-            was += [recorded.subsystem_vendor_id, recorded.subsystem_device_id]
-            found += [now.subsystem_vendor_id, now.subsystem_device_id]
+                               "the card moved or was removed: fix the VM's <hostdev> (virsh edit), "
+                               f"then vfiodesk vm tune {vm} --record-devices") from None
+        with_subsystem = recorded.subsystem_vendor_id is not None
+        was = _identity(recorded.vendor_id, recorded.device_id, recorded.subsystem_vendor_id,
+                        recorded.subsystem_device_id, recorded.iommu_group, with_subsystem)
+        found = _identity(now.vendor_id, now.device_id, now.subsystem_vendor_id, now.subsystem_device_id,
+                          now.iommu_group, with_subsystem)
         if was != found:
-            raise RefusedError(f"{recorded.address} changed since the VM was made "
-                               f"(recorded {was}, found {found})",
-                               "check the hardware, then vfiodesk vm tune NAME to record it")
+            raise RefusedError(f"{recorded.address} changed since the VM was recorded "
+                               f"(recorded {was}; found {found})",
+                               f"check the hardware; if the change is right, record it: "
+                               f"vfiodesk vm tune {vm} --record-devices")
+
+
+def _identity(vendor: int, device: int, subsystem_vendor: int | None, subsystem_device: int | None,
+              group: int | None, with_subsystem: bool) -> str:
+    """``10de:1b81 subsystem 1043:8591 group 1``, as lspci -nn and the kernel print IDs."""
+    text = f"{vendor:04x}:{device:04x}"
+    if with_subsystem:
+        text += f" subsystem {subsystem_vendor or 0:04x}:{subsystem_device or 0:04x}"
+    return f"{text} group {'?' if group is None else group}"
 
 
 def prepare(host: P.HostPaths, vm: str, data: bytes) -> list[str]:
     doc, management = _domain(data)
     hostdevs = pci_hostdevs(doc)
     done: list[str] = []
-    check_drift(host, management)
+    check_drift(host, vm, management)
     ours = [address for element, address in hostdevs if element.get("managed") != "yes"]
     theirs = [address for element, address in hostdevs if element.get("managed") == "yes"]
     if theirs:
@@ -81,7 +93,8 @@ def _runtime_resources(host: P.HostPaths, vm: str, doc: DomainDocument,
     pins = CpuSet.of(cpu for pin in doc.root.findall("cputune/vcpupin")
                      for cpu in CpuSet.parse(pin.get("cpuset", "")))
     if management.hugepages == "runtime":
-        memory_kib = int(doc.root.findtext("memory") or "0")
+        memory = doc.root.find("memory")
+        memory_kib = read_size(memory) // KIB if memory is not None else 0
         line, record = _allocate_hugepages(host, _node_of(host, pins), memory_kib)
         done.append(line)
         if record:

@@ -10,7 +10,7 @@ from typing import Any
 
 from vfiodesk.domxml import tune
 from vfiodesk.domxml.document import DomainDocument
-from vfiodesk.domxml.metadata import RecordedDevice, VmManagement
+from vfiodesk.domxml.metadata import Binding, HugepagesMode, RecordedDevice, VmManagement
 from vfiodesk.errors import InputError
 from vfiodesk.model.pci import PciDevice
 from vfiodesk.model.sizes import GIB, parse_size
@@ -162,23 +162,81 @@ def new_domain(request: VmRequest, domain_type: str) -> DomainDocument:
 
 def plan_tuning(doc: DomainDocument, request: VmRequest, plan: PinningPlan, passed: list[PciDevice],
                 disk_path: str | None, disk_format: str) -> DomainDocument:
-    """Apply every tuning of the seed to ``doc`` (a new skeleton or an existing domain)."""
+    """Apply every tuning of the seed to a new domain ``doc``."""
     memory = parse_size(request.memory, default_unit="M")
     current = parse_size(request.memory_current, default_unit="M") if request.memory_current else None
     tune.tune_cpu(doc, plan)
-    tune.tune_memory(doc, memory, current, request.hugepages)
+    tune.tune_memory(doc, memory, current or memory, request.hugepages)
+    tune.add_balloon(doc)
     tune.tune_features(doc, hypervclock=request.hypervclock)
     tune.tune_storage(doc, tune.Disk(disk_path, disk_format) if disk_path else None,
                       [iso for iso in (request.iso, request.virtio_iso) if iso])
     tune.tune_network(doc, parse_network(request.network))
     tune.tune_display(doc)
     tune.tune_hostdevs(doc, [device.address for device in passed], managed=request.managed)
-    old = doc.management()
-    recorded = tuple(RecordedDevice(d.address, d.vendor_id, d.device_id, d.subsystem_vendor_id,
-                                    d.subsystem_device_id, d.iommu_group) for d in passed)
     doc.set_management(VmManagement(
         binding="libvirt" if request.managed else "vfiodesk",
         hugepages="runtime" if request.hugepages else "none",
-        isolate_cpus=old.isolate_cpus if old else False,
-        devices=recorded or (old.devices if old else ())))
+        devices=tuple(recorded_device(device) for device in passed)))
     return doc
+
+
+def recorded_device(device: PciDevice) -> RecordedDevice:
+    """What drift detection compares at each start."""
+    return RecordedDevice(device.address, device.vendor_id, device.device_id, device.subsystem_vendor_id,
+                          device.subsystem_device_id, device.iommu_group)
+
+
+@dataclass(frozen=True)
+class TuneRequest:
+    """`vm tune` options; None keeps what the domain has."""
+
+    memory: str | None = None
+    memory_current: str | None = None
+    hugepages: bool | None = None
+    binding: Binding | None = None
+    isolate_cpus: bool | None = None
+    post_install: bool = False
+    display: str | None = None  # "gpu-only" | "emulated"
+
+    def sizes(self) -> tuple[int | None, int | None]:
+        memory = parse_size(self.memory, default_unit="M") if self.memory else None
+        current = parse_size(self.memory_current, default_unit="M") if self.memory_current else None
+        if memory is not None and current is not None and current > memory:
+            raise InputError("--memory-current is larger than --memory", "the balloon can only shrink")
+        return memory, current
+
+
+def plan_retune(doc: DomainDocument, request: TuneRequest, plan: PinningPlan,
+                recorded: tuple[RecordedDevice, ...] | None) -> list[str]:
+    """The seed's tuning on an existing domain, keeping the user's choices; ``recorded``
+    replaces the hardware record (None keeps it). Returns notes for the user."""
+    memory, current = request.sizes()
+    notes = [f"left alone: {note}" for note in tune.left_alone(doc)]
+    tune.tune_cpu(doc, plan)
+    notes += tune.tune_memory(doc, memory, current, request.hugepages)
+    tune.tune_features(doc, hypervclock=False)
+    tune.tune_storage(doc, None, [], controller=False)
+    tune.tune_network(doc, None)
+    tune.add_tablet(doc)
+    if request.post_install:
+        tune.post_install(doc)
+    if request.display == "gpu-only":
+        removed = tune.gpu_display_only(doc)
+        if removed:
+            notes.append(f"emulated display removed ({', '.join(removed)}); bring it back with "
+                         f"vfiodesk vm tune {doc.name or 'NAME'} --emulated-display")
+    elif request.display == "emulated":
+        added = tune.emulated_display(doc)
+        if added:
+            notes.append(f"emulated display added: {', '.join(added)}")
+    old = doc.management()
+    binding: Binding = request.binding or (old.binding if old else
+                                           "vfiodesk" if tune.infer_binding(doc) == "vfiodesk" else "libvirt")
+    notes += tune.agree_managed(doc, binding == "libvirt")
+    hugepages: HugepagesMode = ("runtime" if request.hugepages else "none") if request.hugepages is not None \
+        else (old.hugepages if old else "none")
+    isolate = request.isolate_cpus if request.isolate_cpus is not None else bool(old and old.isolate_cpus)
+    doc.set_management(VmManagement(binding, hugepages, isolate,
+                                    recorded if recorded is not None else (old.devices if old else ())))
+    return notes
