@@ -182,13 +182,14 @@ def check_gpu_candidate(facts: HostFacts) -> Finding:
     if not gpus:
         return Finding("gpu-candidate", Status.FAIL, "no GPU found", "install a second graphics card")
     if not spare:
-        # Single-GPU passthrough works (vfiodesk detaches the console first), but the host
-        # has no picture while the VM runs: advice, not a blocker.
+        # The single-GPU path works (the hook stops the desktop and brings it back), but the
+        # host has no picture while the VM runs: advice, not a blocker.
         return Finding("gpu-candidate", Status.WARN,
-                       f"the only GPU ({gpus[0].address}) is the host's boot display: the host "
-                       "will have no picture while the VM owns it",
-                       "use the integrated GPU for the host (set it primary in the firmware) "
-                       "and pass the other card")
+                       f"the only GPU ({gpus[0].address}) is the host's boot display: it can be "
+                       "passed on the single-GPU path, and the host has no picture while the VM runs",
+                       f"vfiodesk vm create NAME --gpu {str(gpus[0].address)[5:10]} --single-gpu "
+                       "(README: Single-GPU hosts); or use an integrated GPU for the host and pass "
+                       "the other card")
     if not facts.iommu_groups:
         return Finding("gpu-candidate", Status.SKIP,
                        f"{spare[0].address} could be passed, but its IOMMU group is unknown (IOMMU off)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from vfiodesk.binding.engine import BindReport, ReleaseReport, bind_devices, release_devices
+from vfiodesk.binding.handoff import logged, read_state, release_single_gpu
 from vfiodesk.binding.journal import read_records
 from vfiodesk.binding.sysfs import SysfsWriter
 from vfiodesk.checks.reset import reset_advice
@@ -122,13 +123,22 @@ def unbind(devices: tuple[str, ...], dry_run: bool, root: str | None) -> None:
 @dry_run_option
 @root_option
 def restore(devices: tuple[str, ...], everything: bool, dry_run: bool, root: str | None) -> None:
-    """Finish an interrupted bind or release from the journal (after a crash)."""
+    """Finish an interrupted bind or release from the journal (after a crash); with --all, also
+    give a single-GPU VM's GPU and desktop back (from SSH when the screen is black)."""
     if bool(devices) == everything:
         raise InputError("name devices or pass --all", "e.g. vfiodesk restore --all")
     host = host_paths(root)
+    handoff = read_state(host) if everything else None
+    if handoff is not None:
+        if dry_run:
+            click.echo(f"would give {handoff.vm}'s GPU back and start the display manager")
+        else:
+            release_single_gpu(host, handoff.vm, logged(host, handoff.vm, click.echo))
     addresses = None if everything else [PciAddress.parse(text) for text in devices]
-    _print_release(release_devices(host, addresses, dry_run=dry_run), dry_run,
-                   "the journal is empty: nothing to restore")
+    report = release_devices(host, addresses, dry_run=dry_run)
+    if handoff is not None and not dry_run and not report.done:
+        report.done.append("the host display is back")
+    _print_release(report, dry_run, "the journal is empty: nothing to restore")
 
 
 def _print_release(report: ReleaseReport, dry_run: bool, empty: str) -> None:

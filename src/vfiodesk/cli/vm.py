@@ -26,6 +26,7 @@ from vfiodesk.plan.vm import (
     VIRTIO_DRIVER_FOLDER,
     TuneRequest,
     VmRequest,
+    check_single_gpu,
     load_profile,
     merge,
     new_domain,
@@ -52,7 +53,8 @@ def passed_devices(host: HostPaths, request: VmRequest, *, force: bool = False) 
     if plan.host_display is not None and not force:
         raise RefusedError(f"{plan.host_display} is the host's own display (its boot GPU): the host "
                            "would have no picture whenever the VM runs",
-                           "pass a second GPU, or --force if this is really what you want")
+                           "pass a second GPU, or --single-gpu to hand the host's only GPU over "
+                           "(the desktop stops while the VM runs and comes back after), or --force")
     return list(plan.devices)
 
 
@@ -83,6 +85,9 @@ def _check_local_files(host: HostPaths, request: VmRequest, uri: str | None) -> 
 @click.option("--domain-type", type=click.Choice(["kvm", "qemu"]), help="Default: kvm when /dev/kvm exists.")
 @click.option("--binding", type=click.Choice(["libvirt", "vfiodesk"]), default=None,
               help="Who binds the hostdevs: libvirt (managed='yes') or vfiodesk's hook.")
+@click.option("--single-gpu/--no-single-gpu", default=None,
+              help="The GPU is the host's only one: the hook stops the desktop while the VM runs "
+                   "and brings it back (implies --binding vfiodesk).")
 @click.option("--print-xml", is_flag=True, help="Print the domain XML; define nothing.")
 @click.option("--force", is_flag=True, help="Pass the host's own display GPU too.")
 @connect_option
@@ -97,11 +102,16 @@ def create(name: str, profile: Path | None, print_xml: bool, force: bool, uri: s
     # As every file argument: a relative ISO path is relative to the current directory.
     request = replace(request, **{key: os.path.abspath(value) for key in ("iso", "virtio_iso")
                                   if (value := getattr(request, key))})
+    if request.single_gpu and binding is None:
+        request = replace(request, managed=False)
     request.validate()
     host = host_paths(root)
     domain_type = request.domain_type or ("kvm" if os.path.exists(host("dev/kvm")) else "qemu")
     plan = plan_pinning(read_cpu_topology(host), request.cpus)
-    passed = passed_devices(host, request, force=force)
+    # --single-gpu is the way to pass the host's own display: the hook stops the desktop first.
+    passed = passed_devices(host, request, force=force or request.single_gpu)
+    if request.single_gpu:
+        check_single_gpu(passed)
     disk = parse_disk(request.disk)
     _check_local_files(host, request, uri)
     if disk is not None and disk.path is not None and not disk.new and not print_xml and \
@@ -168,6 +178,9 @@ def create(name: str, profile: Path | None, print_xml: bool, force: bool, uri: s
               help="Bring QXL video and SPICE back (undoes --gpu-display-only).")
 @click.option("--post-install", "post_install_flag", is_flag=True,
               help="Drop the install-time devices (the seed's cleanup).")
+@click.option("--single-gpu/--no-single-gpu", default=None,
+              help="Mark the VM's GPU as the host's only one (the hook then binds it, stopping the "
+                   "desktop while the VM runs; implies --binding vfiodesk); default: as recorded.")
 @click.option("--print-xml", is_flag=True, help="Print the tuned XML.")
 @click.option("--diff", is_flag=True, help="Print what would change.")
 @connect_option
@@ -184,6 +197,8 @@ def tune_command(name: str | None, xml_file: Path | None, cpus: int | None, reco
     plan = plan_pinning(read_cpu_topology(host), cpus if cpus is not None else _vcpus(doc))
     recorded = tuple(recorded_device(read_pci_device(host, address))
                      for address in hostdev_addresses(doc)) if record_devices else None
+    if request.single_gpu:
+        check_single_gpu([read_pci_device(host, address) for address in hostdev_addresses(doc)])
     for note in plan_retune(doc, request, plan, recorded):
         click.echo(f"note: {note}", err=True)
     after = doc.to_xml()

@@ -5,7 +5,7 @@ metadata), so the domain XML carries our per-VM options and the hook reads them 
 
     <metadata>
       <vfiodesk:vm xmlns:vfiodesk="https://vfiodesk.dev/xmlns/domain/1">
-        <vfiodesk:manage binding="vfiodesk" hugepages="runtime" isolate-cpus="no"/>
+        <vfiodesk:manage binding="vfiodesk" hugepages="runtime" isolate-cpus="no" single-gpu="no"/>
         <vfiodesk:device address="0000:01:00.0" vendor="10de" device="1b80"
                          subsystem-vendor="1043" subsystem-device="8591" iommu-group="1"/>
       </vfiodesk:vm>
@@ -56,12 +56,15 @@ class VmManagement:
     hugepages: HugepagesMode = "none"  # allocate the VM's hugepages at prepare, free at release
     isolate_cpus: bool = False  # keep host tasks off the VM's pinned CPUs while it runs
     devices: tuple[RecordedDevice, ...] = field(default=())
+    # The VM takes the host's only (boot) GPU: the hook stops the desktop first and brings it back.
+    single_gpu: bool = False
 
 
 _MANAGE_OPTIONS: dict[str, tuple[str, ...]] = {
     "binding": ("vfiodesk", "libvirt"),
     "hugepages": ("none", "runtime"),
     "isolate-cpus": ("yes", "no"),
+    "single-gpu": ("yes", "no"),
 }
 
 
@@ -73,7 +76,7 @@ def find_vm_element(metadata: etree._Element | None) -> etree._Element | None:
 def parse_vm_management(element: etree._Element) -> VmManagement:
     """Read and validate our element; unknown options are errors, never guessed."""
     manage = element.find(MANAGE_TAG)
-    values = {"binding": "vfiodesk", "hugepages": "none", "isolate-cpus": "no"}
+    values = {"binding": "vfiodesk", "hugepages": "none", "isolate-cpus": "no", "single-gpu": "no"}
     if manage is not None:
         for name, value in ((str(k), str(v)) for k, v in manage.attrib.items()):
             allowed = _MANAGE_OPTIONS.get(name)
@@ -89,7 +92,11 @@ def parse_vm_management(element: etree._Element) -> VmManagement:
     devices = tuple(_parse_device(child) for child in element.findall(DEVICE_TAG))
     binding: Binding = "libvirt" if values["binding"] == "libvirt" else "vfiodesk"
     hugepages: HugepagesMode = "runtime" if values["hugepages"] == "runtime" else "none"
-    return VmManagement(binding, hugepages, values["isolate-cpus"] == "yes", devices)
+    if values["single-gpu"] == "yes" and binding != "vfiodesk":
+        raise InputError("vfiodesk option single-gpu=yes needs binding=vfiodesk (the hook must bind)",
+                         _HINT)
+    return VmManagement(binding, hugepages, values["isolate-cpus"] == "yes", devices,
+                        values["single-gpu"] == "yes")
 
 
 def _parse_device(element: etree._Element) -> RecordedDevice:
@@ -127,6 +134,7 @@ def build_vm_element(management: VmManagement) -> etree._Element:
         "binding": management.binding,
         "hugepages": management.hugepages,
         "isolate-cpus": "yes" if management.isolate_cpus else "no",
+        **({"single-gpu": "yes"} if management.single_gpu else {}),
     })
     for device in management.devices:
         attributes = {"address": str(device.address), "vendor": f"{device.vendor_id:04x}",

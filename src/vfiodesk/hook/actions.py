@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 
 from vfiodesk import paths as P
 from vfiodesk.binding.engine import bind_devices, plan_for, release_devices
+from vfiodesk.binding.handoff import logged, mark_started, prepare_single_gpu, release_single_gpu
 from vfiodesk.domxml.document import DomainDocument
 from vfiodesk.domxml.metadata import VmManagement
 from vfiodesk.domxml.tune import pci_hostdevs, read_size
@@ -64,7 +66,12 @@ def _identity(vendor: int, device: int, subsystem_vendor: int | None, subsystem_
     return f"{text} group {'?' if group is None else group}"
 
 
-def prepare(host: P.HostPaths, vm: str, data: bytes) -> list[str]:
+def _quiet(line: str) -> None:
+    """Where no one listens (tests of the returned lines)."""
+
+
+def prepare(host: P.HostPaths, vm: str, data: bytes, say: Callable[[str], None] = _quiet) -> list[str]:
+    """Bind (or check) the VM's devices and take its runtime resources; ``say`` logs as it goes."""
     doc, management = _domain(data)
     hostdevs = pci_hostdevs(doc)
     done: list[str] = []
@@ -74,15 +81,38 @@ def prepare(host: P.HostPaths, vm: str, data: bytes) -> list[str]:
     if theirs:
         plan_for(host, [_pattern(a) for a in theirs], force=False)  # viability only; libvirt binds
         done.append(f"groups of {', '.join(map(str, theirs))} are viable; libvirt binds them")
-    if ours and management.binding == "vfiodesk":
+    if ours and management.binding == "vfiodesk" and management.single_gpu:
+        prepare_single_gpu(host, vm, ours, logged(host, vm, say))
+        done.append("single GPU: the desktop is stopped and the GPU is on vfio-pci")
+    elif ours and management.binding == "vfiodesk":
         report = bind_devices(host, [_pattern(a) for a in ours], owner=vm)
         done.append(f"bound {', '.join(report.bound) or 'nothing new'} to vfio-pci")
     try:
         done += _runtime_resources(host, vm, doc, management)
     except BaseException:
-        release_devices(host, ours, owner=vm)
+        _give_back(host, vm, ours, management.single_gpu, say)
         raise
     return done
+
+
+def _give_back(host: P.HostPaths, vm: str, ours: list[PciAddress], single_gpu: bool,
+               say: Callable[[str], None]) -> list[str]:
+    if single_gpu:
+        release_single_gpu(host, vm, logged(host, vm, say))
+        return ["single GPU: the GPU and the desktop are back"]
+    released = release_devices(host, ours, owner=vm)
+    return released.done + released.notices
+
+
+def started(host: P.HostPaths, vm: str, data: bytes) -> list[str]:
+    """QEMU runs: a single-GPU hand-off records its pid, so the watchdog can see it die."""
+    _, management = _domain(data)
+    if not management.single_gpu:
+        return []
+    pid_text = (host(P.RUN_LIBVIRT_QEMU, f"{vm}.pid").read_text(errors="replace")
+                if host(P.RUN_LIBVIRT_QEMU, f"{vm}.pid").exists() else "").strip()
+    mark_started(host, vm, int(pid_text) if pid_text.isdigit() else None)
+    return [f"QEMU runs as pid {pid_text or 'unknown'}; the watchdog follows it"]
 
 
 def _runtime_resources(host: P.HostPaths, vm: str, doc: DomainDocument,
@@ -149,12 +179,11 @@ def _node_of(host: P.HostPaths, cpus: CpuSet) -> int:
     return 0
 
 
-def release(host: P.HostPaths, vm: str, data: bytes) -> list[str]:
+def release(host: P.HostPaths, vm: str, data: bytes, say: Callable[[str], None] = _quiet) -> list[str]:
     """Undo prepare; runs after a failed prepare too, so every step tolerates 'nothing to do'."""
-    doc, _ = _domain(data)
+    doc, management = _domain(data)
     ours = [address for element, address in pci_hostdevs(doc) if element.get("managed") != "yes"]
-    released = release_devices(host, ours, owner=vm)
-    done = released.done + released.notices
+    done = _give_back(host, vm, ours, management.single_gpu, say)
     state_file = host(P.RUN_VFIODESK, f"vm-{vm}.json")
     if state_file.exists():
         state = json.loads(state_file.read_text())

@@ -35,16 +35,24 @@ def main(argv: Sequence[str], data: bytes) -> int:
         return 0
     vm, operation = argv[0], argv[1]
     host = HostPaths.from_env()
+    def say(line: str) -> None:
+        log(vm, line)
+
     try:
         if operation == "prepare":
             from vfiodesk.hook.actions import prepare
 
-            for line in prepare(host, vm, data):
+            for line in prepare(host, vm, data, say):
+                log(vm, line)
+        elif operation == "started":
+            from vfiodesk.hook.actions import started
+
+            for line in started(host, vm, data):
                 log(vm, line)
         elif operation == "release":
             from vfiodesk.hook.actions import release
 
-            for line in release(host, vm, data):
+            for line in release(host, vm, data, say):
                 log(vm, line)
     except VfiodeskError as exc:
         log(vm, f"{operation} failed: {exc.message}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +45,8 @@ def step(name: str, title: str) -> Callable[[Callable[[dict[str, object]], StepO
     return register
 
 
-def load_steps() -> list[Step]:
-    for name in STEP_MODULES:
+def load_steps(modules: Sequence[str] = STEP_MODULES) -> list[Step]:
+    for name in modules:
         importlib.import_module(f"vfiodesk.lab.steps.{name}")
 
     return STEPS
@@ -57,8 +57,9 @@ def in_the_lab(cmdline: Path = Path("/proc/cmdline")) -> bool:
     return any(word.startswith("virtme_") for word in cmdline.read_text().split())
 
 
-def run_inside() -> int:
-    """Run every step in the guest; a failed step does not stop the story (later ones say why)."""
+def run_inside(modules: Sequence[str] = STEP_MODULES) -> int:
+    """Run every step (of ``modules``) in the guest; a failed step does not stop the story
+    (later ones say why)."""
     if not in_the_lab():
         # The steps bind the lab's 01:00 card: on a real host that address is real hardware.
         print("vfiodesk.lab.demo --inside runs only inside the lab: use `vfiodesk lab demo`",
@@ -66,7 +67,7 @@ def run_inside() -> int:
         return 2
     state: dict[str, object] = {}
     failed = 0
-    for item in load_steps():
+    for item in load_steps(modules):
         print(f"--- {item.title}", flush=True)
         try:
             outcome = item.run(state)

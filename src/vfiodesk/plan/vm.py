@@ -47,6 +47,7 @@ class VmRequest:
     hypervclock: bool = False
     domain_type: str | None = None
     managed: bool = True  # hostdevs bound by libvirt; False: by vfiodesk's hook
+    single_gpu: bool = False  # the GPU is the host's only one: the hook stops and restarts the desktop
 
     def validate(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -61,6 +62,9 @@ class VmRequest:
             raise InputError("--memory-current is larger than --memory", "the balloon can only shrink")
         parse_disk(self.disk)
         parse_network(self.network)
+        if self.single_gpu and self.managed:
+            raise InputError("--single-gpu needs the hook to bind the GPU, not libvirt",
+                             "leave --binding libvirt out (--single-gpu implies --binding vfiodesk)")
 
 
 def load_profile(path: Path, name: str) -> VmRequest:
@@ -78,7 +82,8 @@ def load_profile(path: Path, name: str) -> VmRequest:
         if spec is None:
             raise InputError(f"unknown key {key!r} in profile {path}",
                              f"known keys: {', '.join(sorted(known))}")
-        expected = {"cpus": int, "hugepages": bool, "hypervclock": bool, "managed": bool}.get(spec.name, str)
+        expected = {"cpus": int, "hugepages": bool, "hypervclock": bool, "managed": bool,
+                    "single_gpu": bool}.get(spec.name, str)
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise InputError(f"profile key {key!r} must be a {expected.__name__}, not {value!r}",
                              "fix the profile")
@@ -177,7 +182,8 @@ def plan_tuning(doc: DomainDocument, request: VmRequest, plan: PinningPlan, pass
     doc.set_management(VmManagement(
         binding="libvirt" if request.managed else "vfiodesk",
         hugepages="runtime" if request.hugepages else "none",
-        devices=tuple(recorded_device(device) for device in passed)))
+        devices=tuple(recorded_device(device) for device in passed),
+        single_gpu=request.single_gpu))
     return doc
 
 
@@ -198,6 +204,7 @@ class TuneRequest:
     isolate_cpus: bool | None = None
     post_install: bool = False
     display: str | None = None  # "gpu-only" | "emulated"
+    single_gpu: bool | None = None
 
     def sizes(self) -> tuple[int | None, int | None]:
         memory = parse_size(self.memory, default_unit="M") if self.memory else None
@@ -231,12 +238,26 @@ def plan_retune(doc: DomainDocument, request: TuneRequest, plan: PinningPlan,
         if added:
             notes.append(f"emulated display added: {', '.join(added)}")
     old = doc.management()
-    binding: Binding = request.binding or (old.binding if old else
-                                           "vfiodesk" if tune.infer_binding(doc) == "vfiodesk" else "libvirt")
+    single_gpu = request.single_gpu if request.single_gpu is not None else bool(old and old.single_gpu)
+    if single_gpu and request.binding == "libvirt":
+        raise InputError("--single-gpu needs the hook to bind the GPU, not libvirt",
+                         "leave --binding libvirt out (--single-gpu implies --binding vfiodesk)")
+    binding: Binding = "vfiodesk" if single_gpu else request.binding or (
+        old.binding if old else "vfiodesk" if tune.infer_binding(doc) == "vfiodesk" else "libvirt")
     notes += tune.agree_managed(doc, binding == "libvirt")
     hugepages: HugepagesMode = ("runtime" if request.hugepages else "none") if request.hugepages is not None \
         else (old.hugepages if old else "none")
     isolate = request.isolate_cpus if request.isolate_cpus is not None else bool(old and old.isolate_cpus)
     doc.set_management(VmManagement(binding, hugepages, isolate,
-                                    recorded if recorded is not None else (old.devices if old else ())))
+                                    recorded if recorded is not None else (old.devices if old else ()),
+                                    single_gpu))
     return notes
+
+
+def check_single_gpu(passed: list[PciDevice]) -> None:
+    """--single-gpu is the way to pass the host's boot GPU; for any other GPU it means nothing."""
+    boot = [device for device in passed if device.is_display and device.boot_vga]
+    if not boot:
+        raise InputError("--single-gpu is for the host's boot GPU (the one showing its console), and "
+                         "the VM is given no such GPU",
+                         "pass the boot GPU with --gpu, or leave --single-gpu out for a second card")

@@ -1,0 +1,83 @@
+"""The single-GPU watchdog: brings the host display back when no release will.
+
+prepare starts it detached (handoff.spawn_watchdog: it must never hold libvirt's hook pipes or
+make the hook wait).
+It gives the display back when the VM has not reached ``started`` within the bound after
+prepare began, or when QEMU is gone while the hand-off still says ``started`` (libvirtd died
+or was killed with it, so no release hook runs). It ends as soon as a release begins.
+"""
+
+from __future__ import annotations
+
+import sys
+import syslog
+import time
+from collections.abc import Callable
+
+from vfiodesk import paths as P
+from vfiodesk.binding.handoff import read_state, release_single_gpu
+from vfiodesk.errors import VfiodeskError
+from vfiodesk.host.sysfs import read_attr
+
+START_BOUND = 120.0  # seconds from prepare to `started`: OVMF + a GPU ROM need far less
+EXIT_GRACE = 5.0  # QEMU gone: libvirt's own release normally begins well within this
+POLL = 1.0
+
+
+def qemu_alive(host: P.HostPaths, pid: int) -> bool:
+    """The process exists and is not a zombie (proc/PID/stat's third field)."""
+    stat = read_attr(host(P.PROC, str(pid), "stat"))
+    if stat is None:
+        return False
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def watch(host: P.HostPaths, vm: str, say: Callable[[str], None], *, bound: float = START_BOUND,
+          grace: float = EXIT_GRACE, poll: float = POLL,
+          sleep: Callable[[float], None] = time.sleep) -> str:
+    """Wait for a release; if none can come, release. Returns why it ended."""
+    began = time.monotonic()
+    gone_since: float | None = None
+    while True:
+        state = read_state(host)
+        if state is None or state.vm != vm or state.phase in ("releasing", "failed"):
+            return "a release began; nothing to do"
+        now = time.monotonic()
+        reason = None
+        if state.phase in ("preparing", "prepared") and now - began > bound:
+            reason = f"{vm} did not reach started within {bound:.0f} s"
+        elif state.phase == "started" and state.qemu_pid is not None and \
+                not qemu_alive(host, state.qemu_pid):
+            gone_since = gone_since if gone_since is not None else now
+            if now - gone_since >= grace:
+                reason = f"QEMU (pid {state.qemu_pid}) exited and no release followed"
+        if reason is not None:
+            say(f"{reason}: giving the host its display back")
+            release_single_gpu(host, vm, say)
+            return reason
+        sleep(poll)
+
+
+def main(argv: list[str]) -> int:
+    root = "/"
+    if argv[:1] == ["--root"]:
+        root, argv = argv[1], argv[2:]
+    if len(argv) != 1:
+        print("usage: python -m vfiodesk.binding.watchdog [--root DIR] VM", file=sys.stderr)
+        return 2
+    vm = argv[0]
+    syslog.openlog("vfiodesk-watchdog", syslog.LOG_PID, syslog.LOG_DAEMON)
+
+    def say(line: str) -> None:
+        syslog.syslog(syslog.LOG_INFO, f"{vm}: {line}")
+
+    try:
+        say(f"watching: {watch(P.HostPaths.from_env(root), vm, say)}")
+    except VfiodeskError as exc:
+        syslog.syslog(syslog.LOG_ERR, f"{vm}: {exc.message} ({exc.hint})")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

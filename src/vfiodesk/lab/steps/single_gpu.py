@@ -1,0 +1,243 @@
+"""Demo steps: a single-GPU host. The lab's boot GPU (bochs-drm with the framebuffer console)
+is the only GPU, a display-server stand-in holds /dev/dri/card0 under a `display-manager`
+unit, and the hook hands the GPU to the VM and always gives the desktop back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+
+from vfiodesk.lab import display_standin
+from vfiodesk.lab.demo import StepOutcome, step
+from vfiodesk.lab.layout import GPU_ADDRESS, GPU_AUDIO_ADDRESS
+from vfiodesk.lab.steps.common import driver_of, start_libvirtd, vfiodesk, virsh
+
+VM = "vfiodesk-single"
+BROKEN_VM = "vfiodesk-single-broken"
+RUN = "/run/vfiodesk"
+FAULT = f"{RUN}/test-fault"
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+
+
+def host_display() -> dict[str, object]:
+    """What a user of the host would look at: the pair's drivers, the console, the desktop."""
+    base = "/sys/class/vtconsole"
+    fbcon = any("frame buffer" in _read(f"{base}/{name}/name") and _read(f"{base}/{name}/bind") == "1"
+                for name in sorted(os.listdir(base)))
+    pid = display_standin.running_pid()
+    holds = pid is not None and display_standin.holds_card(pid)
+    journal = f"{RUN}/devices"
+    return {"gpu": driver_of(GPU_ADDRESS), "audio": driver_of(GPU_AUDIO_ADDRESS), "fbcon": fbcon,
+            "desktop_holds_card0": holds,
+            "journal": sorted(os.listdir(journal)) if os.path.isdir(journal) else [],
+            "handoff_pending": os.path.exists(f"{RUN}/single-gpu.json")}
+
+
+def _read(path: str) -> str:
+    with open(path) as handle:
+        return handle.read().strip()
+
+
+def wait_for_display(expected: dict[str, object], seconds: float = 30) -> dict[str, object]:
+    deadline = time.monotonic() + seconds
+    while True:
+        now = host_display()
+        if now == expected or time.monotonic() > deadline:
+            return now
+        time.sleep(0.5)
+
+
+def _libvirtd_pid() -> int | None:
+    for path in ("/run/libvirtd.pid", "/var/run/libvirtd.pid"):
+        try:
+            return int(_read(path))
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def stop_libvirtd() -> None:
+    pid = _libvirtd_pid()
+    if pid is None:
+        return
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return
+        time.sleep(0.1)
+
+
+def handoff_log() -> list[str]:
+    try:
+        return _read(f"{RUN}/handoff.log").splitlines()
+    except OSError:
+        return []
+
+
+def _before(state: dict[str, object]) -> dict[str, object]:
+    """The host as single-gpu-create found it (the desktop running, the console bound)."""
+    before = state.get("single_before")
+    return before if isinstance(before, dict) else {}
+
+
+def _changes(before: dict[str, object], after: dict[str, object]) -> str:
+    return ", ".join(f"{key}: {before.get(key)} -> {value}" for key, value in after.items()
+                     if before.get(key) != value) or "nothing changed"
+
+
+@step("single-gpu-create", "vm create --single-gpu: the only GPU, with a desktop holding card0")
+def single_gpu_create(state: dict[str, object]) -> StepOutcome:
+    # The hook finds the stand-in systemctl on libvirtd's PATH: start libvirtd with it.
+    os.environ["PATH"] = f"{display_standin.install()}:{os.environ['PATH']}"
+    subprocess.run(["systemctl", "start", display_standin.UNIT], check=False, timeout=60)
+    installed = vfiodesk("hook", "install")
+    stop_libvirtd()
+    if installed.returncode != 0 or not start_libvirtd():
+        return StepOutcome(False, (installed.stderr or "libvirtd did not start")[-300:])
+    made = vfiodesk("vm", "create", VM, "--domain-type", "qemu", "--memory", "256M", "--network", "",
+                    "--single-gpu", "--gpu", GPU_ADDRESS[5:12])
+    xml = virsh("dumpxml", "--inactive", VM).stdout
+    before = host_display()
+    state["single_before"] = before
+    ok = (made.returncode == 0 and 'single-gpu="yes"' in xml and "managed='no'" in xml.replace('"', "'")
+          and before["desktop_holds_card0"] is True and before["fbcon"] is True)
+    return StepOutcome(ok, f"{(made.stdout or made.stderr).strip()[-200:]}; host: {before}")
+
+
+@step("single-gpu-start", "start: the desktop stops, the console detaches, the VM gets the pair")
+def single_gpu_start(state: dict[str, object]) -> StepOutcome:
+    started = virsh("start", VM)
+    time.sleep(2)
+    qtree = virsh("qemu-monitor-command", VM, "--hmp", "info qtree").stdout
+    held = [a for a in (GPU_ADDRESS, GPU_AUDIO_ADDRESS) if f'host = "{a}"' in qtree]
+    now = host_display()
+    ok = (started.returncode == 0 and now["gpu"] == now["audio"] == "vfio-pci" and len(held) == 2
+          and now["fbcon"] is False and now["desktop_holds_card0"] is False)
+    return StepOutcome(ok, f"{', '.join(held)} inside QEMU; host: {now}" if ok
+                       else (started.stderr.strip() or str(now))[-400:])
+
+
+@step("single-gpu-stop", "destroy: the pair, the console and the desktop come back, every step logged")
+def single_gpu_stop(state: dict[str, object]) -> StepOutcome:
+    lines_before = len(handoff_log())
+    virsh("destroy", VM)
+    before = _before(state)
+    now = wait_for_display(before)
+    logged = handoff_log()[lines_before:]
+    ok = now == before and any("verified" in line for line in logged)
+    return StepOutcome(ok, f"{len(logged)} steps logged, last: {logged[-1:]}" if ok
+                       else _changes(before, now))
+
+
+def _define_broken() -> subprocess.CompletedProcess[str]:
+    """The same VM with an extra QEMU argument QEMU rejects: it fails after prepare."""
+    ET.register_namespace("qemu", QEMU_NS)
+    root = ET.fromstring(virsh("dumpxml", "--inactive", VM).stdout)
+    name = root.find("name")
+    assert name is not None
+    name.text = BROKEN_VM
+    for uuid in root.findall("uuid"):
+        root.remove(uuid)
+    for os_element in root.findall("os"):
+        for nvram in os_element.findall("nvram"):
+            os_element.remove(nvram)  # libvirt makes the broken VM its own
+    commandline = ET.SubElement(root, f"{{{QEMU_NS}}}commandline")
+    ET.SubElement(commandline, f"{{{QEMU_NS}}}arg", value="-vfiodesk-no-such-option")
+    path = "/tmp/vfiodesk-single-broken.xml"
+    with open(path, "w") as handle:
+        handle.write(ET.tostring(root, encoding="unicode"))
+    return virsh("define", path)
+
+
+@step("single-gpu-qemu-fails", "QEMU fails after prepare: the host is exactly as before")
+def single_gpu_qemu_fails(state: dict[str, object]) -> StepOutcome:
+    defined = _define_broken()
+    if defined.returncode != 0:
+        return StepOutcome(False, defined.stderr[-300:])
+    started = virsh("start", BROKEN_VM)
+    before = _before(state)
+    now = wait_for_display(before)
+    virsh("undefine", BROKEN_VM, "--nvram")
+    ok = started.returncode != 0 and now == before
+    return StepOutcome(ok, f"start refused ({started.stderr.strip()[-120:]}); host as before" if ok
+                       else f"rc {started.returncode}: " + _changes(before, now))
+
+
+@step("single-gpu-prepare-fails", "prepare fails halfway: the display manager is started again")
+def single_gpu_prepare_fails(state: dict[str, object]) -> StepOutcome:
+    os.makedirs(RUN, exist_ok=True)
+    with open(FAULT, "w") as handle:
+        handle.write(f"fail:{GPU_AUDIO_ADDRESS}\n")
+    try:
+        started = virsh("start", VM)
+    finally:
+        os.unlink(FAULT)
+    before = _before(state)
+    now = wait_for_display(before)
+    ok = started.returncode != 0 and "injected fault" in started.stderr and now == before
+    return StepOutcome(ok, "refused with the injected fault; desktop running again" if ok
+                       else f"rc {started.returncode} {started.stderr[-200:]}: " + _changes(before, now))
+
+
+@step("single-gpu-holder", "a program still holding card0 is named, and the desktop comes back")
+def single_gpu_holder(state: dict[str, object]) -> StepOutcome:
+    # A program outside the graphical session (a capture tool, a compute job) keeps card0 open.
+    stray = subprocess.Popen(["sh", "-c", f"exec 3<>{display_standin.CARD}; exec sleep 600"],
+                             start_new_session=True)
+    try:
+        time.sleep(1)
+        started = virsh("start", VM)
+    finally:
+        stray.kill()
+        stray.wait()
+    before = _before(state)
+    now = wait_for_display(before)
+    named = f"{stray.pid} sleep" in started.stderr
+    ok = started.returncode != 0 and named and now == before
+    return StepOutcome(ok, f"refused naming pid {stray.pid}; desktop back" if ok
+                       else f"rc {started.returncode} {started.stderr[-300:]}: " + _changes(before, now))
+
+
+def _start_then_lose_qemu() -> str:
+    """Start the VM, then kill its QEMU while libvirtd is down: no release hook will run.
+    Returns what went wrong, or ""."""
+    started = virsh("start", VM)
+    time.sleep(2)
+    during = host_display()
+    if started.returncode != 0 or during["gpu"] != "vfio-pci":
+        return f"the VM did not start with the GPU: {started.stderr.strip()[-200:]} {during}"
+    try:
+        qemu = int(_read(f"/run/libvirt/qemu/{VM}.pid"))
+    except (OSError, ValueError) as exc:
+        return f"no QEMU pid: {exc}"
+    stop_libvirtd()
+    os.kill(qemu, signal.SIGKILL)
+    return ""
+
+
+@step("single-gpu-watchdog", "QEMU dies with libvirtd down: the watchdog brings the desktop back")
+def single_gpu_watchdog(state: dict[str, object]) -> StepOutcome:
+    problem = _start_then_lose_qemu()
+    before = _before(state)
+    now = wait_for_display(before, 60)
+    watchdog = [line for line in handoff_log() if "no release followed" in line]
+    start_libvirtd()
+    ok = not problem and now == before and bool(watchdog)
+    return StepOutcome(ok, watchdog[-1].split(": ", 1)[-1] if ok else problem or _changes(before, now))
+
+
+@step("single-gpu-restore", "restore --all by hand (as from SSH): the desktop comes back")
+def single_gpu_restore(state: dict[str, object]) -> StepOutcome:
+    problem = _start_then_lose_qemu()
+    restored = vfiodesk("restore", "--all")
+    before = _before(state)
+    now = wait_for_display(before, 10)
+    start_libvirtd()
+    ok = not problem and restored.returncode == 0 and now == before
+    return StepOutcome(ok, restored.stdout.strip().splitlines()[-1] if ok
+                       else problem or f"{restored.stderr[-300:]}: " + _changes(before, now))
