@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import re
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.cli import run_cli
 from tests.fakehost import FakeHost, ready_host
+from tests.fuzzkit import environment, real_host_state, time_bound
 from tests.test_pinning import intel_4c8t, write_topology
 from vfiodesk.binding.journal import read_records
+from vfiodesk.cli.main import main as cli_main
 from vfiodesk.domxml.metadata import MARKER
 from vfiodesk.hook.run import main
 
@@ -133,13 +140,82 @@ def test_unknown_metadata_option_is_a_logged_refusal(host: FakeHost, script: Pat
     assert done.returncode == 1 and "unknown vfiodesk option 'turbo'" in done.stderr
 
 
-@settings(max_examples=150, deadline=None)
-@given(st.binary(max_size=2000), st.sampled_from(["prepare", "release", "reconnect", "bogus"]))
-def test_any_stdin_is_handled_without_a_traceback(data: bytes, operation: str) -> None:
-    status = main(["fuzz", operation, "begin", "-"], MARKER + data)
-    assert status in (0, 1)
+@pytest.fixture(scope="module")
+def fuzz_base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    """A host tree and a real managed domain XML (vfiodesk binding, runtime hugepages, pinning)."""
+    tree = ready_host(tmp_path_factory.mktemp("hook-fuzz") / "host")
+    write_topology(tree.root, intel_4c8t())
+    tree.file("sys/bus/pci/drivers/vfio-pci/.keep")
+    tree.file("sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages", "0\n")
+    tree.file("sys/devices/system/node/node0/hugepages/hugepages-2048kB/free_hugepages", "0\n")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = cli_main(["vm", "create", "win10", "--print-xml", "--root", str(tree.root), "--gpu", "01:00",
+                           "--cpus", "2", "--binding", "vfiodesk", "--hugepages", "--memory", "1G"])
+    assert status == 0
+    xml = out.getvalue().replace('isolate-cpus="no"', 'isolate-cpus="yes"')
+    return tree.root, xml.encode()
+
+
+@st.composite
+def damaged_xml(draw: st.DrawFn, xml: bytes) -> bytes:
+    """The real domain, then one damage a file, a tool or an attacker could do to it."""
+    kind = draw(st.sampled_from(["as-is", "truncate", "insert", "value", "utf16", "latin1", "deep",
+                                 "description", "metadata-twice", "huge", "random"]))
+    if kind == "truncate":
+        return xml[:draw(st.integers(0, len(xml)))]
+    if kind == "insert":
+        at = draw(st.integers(0, len(xml)))
+        return xml[:at] + draw(st.binary(min_size=1, max_size=30)) + xml[at:]
+    if kind == "value":  # one attribute value or text node replaced by anything
+        spans = [m.span(1) if m.start(1) >= 0 else m.span(2)
+                 for m in re.finditer(rb'="([^"]*)"|>([^<]+)<', xml)]
+        start, end = draw(st.sampled_from(spans))
+        junk = draw(st.sampled_from([b"", b"-1", b"99999999999999999999", b"0-999999999", b"x" * 300,
+                                     b"&amp;", b"\xff\xfe", b"0000:zz:00.0", b"1e9"])
+                    | st.binary(max_size=12))
+        return xml[:start] + junk + xml[end:]
+    if kind == "utf16":
+        return xml.decode().encode("utf-16")
+    if kind == "latin1":
+        return b'<?xml version="1.0" encoding="ISO-8859-1"?>\n' + xml.replace(b"win10", b"win\xe9")
+    if kind == "deep":
+        depth = draw(st.integers(100, 50_000))
+        return xml.replace(b"</metadata>", b"<a>" * depth + b"</a>" * depth + b"</metadata>")
+    if kind == "description":  # an unmanaged VM that merely mentions the namespace
+        return b"<domain type='kvm'><name>other</name><description>" + MARKER + b"</description></domain>"
+    if kind == "metadata-twice":
+        start = xml.index(b"<metadata>")
+        end = xml.index(b"</metadata>") + len(b"</metadata>")
+        return xml[:end] + xml[start:end] + xml[end:]
+    if kind == "huge":
+        return xml.replace(b"</domain>", b"<!--" + b"x" * (9 * 1024 * 1024) + b"--></domain>")
+    if kind == "random":
+        return MARKER + draw(st.binary(max_size=2000))
+    return xml
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), operation=st.sampled_from(["prepare", "release", "reconnect", "bogus"]))
+def test_any_stdin_is_handled_without_a_traceback(fuzz_base: tuple[Path, bytes], data: st.DataObject,
+                                                  operation: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Real domain XML, damaged, on a fresh fake tree named by VFIODESK_ROOT (never this host's /):
+    the hook answers 0 or 1 (0 where libvirt ignores it), within a time bound, and every failure
+    is one of vfiodesk's own errors, never a crash."""
+    base, xml = fuzz_base
+    stdin = data.draw(damaged_xml(xml), label="stdin")
+    before = real_host_state()
+    with tempfile.TemporaryDirectory() as directory:
+        root = Path(directory) / "host"
+        shutil.copytree(base, root, symlinks=True)
+        with environment(VFIODESK_ROOT=str(root)), time_bound(30):
+            status = main(["win10", operation, "begin", "-"], stdin)
+    err = capsys.readouterr().err
+    assert status in (0, 1), err
     if operation != "prepare":
-        assert status == 0
+        assert status == 0, err
+    assert "crashed" not in err and "Traceback" not in err, err
+    assert real_host_state() == before
 
 
 def test_install_keeps_a_users_hook_and_uninstall_removes_only_ours(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,8 +136,20 @@ def test_cpus_command_json_and_picture(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_this_machine_and_the_lab_snapshot(capsys: pytest.CaptureFixture[str]) -> None:
+    # This machine, read-only, against util-linux's own reading of the same sysfs.
     own = read_cpu_topology(HostPaths())
-    assert len(own.cpus) >= 1
+    rows = [line.split(",") for line in subprocess.run(
+        ["lscpu", "-p=CPU,CORE,SOCKET,NODE"], capture_output=True, text=True, check=True).stdout.splitlines()
+        if line and not line.startswith("#")]
+    assert [cpu.cpu for cpu in own.cpus] == sorted(int(row[0]) for row in rows)
+    by_core: dict[tuple[str, str], set[int]] = {}
+    for cpu, core, socket, _ in rows:
+        by_core.setdefault((socket, core), set()).add(int(cpu))
+    for cpu, core, socket, node in rows:
+        mine = next(c for c in own.cpus if c.cpu == int(cpu))
+        assert set(mine.siblings) == by_core[(socket, core)]
+        assert mine.numa_node == int(node or 0)
+    assert len({c.package for c in own.cpus}) == len({row[2] for row in rows})
     snapshot = Path(__file__).parent / "data/snapshots/lab-intel.tar.gz"
     payload = run_cli(capsys, "cpus", "--json", "--root", str(snapshot)).json()
     assert [c["cpu"] for c in payload["topology"]] == [0, 1]  # the lab boots with 2 CPUs

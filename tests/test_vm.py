@@ -48,9 +48,11 @@ def validate(xml: str, tmp_path: Path) -> None:
 
 def check_golden(name: str, xml: str, regenerate: bool) -> None:
     path = GOLDEN / name
-    if regenerate or not path.exists():
+    if regenerate:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(xml)
+        return
+    assert path.exists(), f"golden file {path} is missing; create it with --regenerate-golden"
     assert xml == path.read_text(), f"{name} changed; rerun with --regenerate-golden if intended"
 
 
@@ -103,7 +105,7 @@ def test_profile_sets_options_and_the_command_line_wins(host: FakeHost, tmp_path
     (["--cpus", "64"], "more than this host can give"),
     (["--memory", "8 gigs"], "'8 gigs' is not a size"),
     (["--iso", "/isos/missing.iso"], "--iso /isos/missing.iso does not exist"),
-    (["--disk", "pool-only"], "neither a path nor POOL/VOL"),
+    (["--disk", "pool-only"], "neither an absolute path nor POOL/VOL"),
     (["--disk", "default/v,size=10G,format=vmdk"], "is not raw or qcow2"),
     (["--network", "macvtap:not an iface"], "is not a network interface name"),
 ])

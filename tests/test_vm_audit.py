@@ -143,4 +143,4 @@ def test_a_bad_domain_is_an_input_error(host: FakeHost, tmp_path: Path,
     result = run_cli(capsys, "vm", "audit", "--xml", str(path), "--root", str(host.root))
     assert result.status == ExitStatus.USAGE and "not <domain>" in result.stderr
     table = run_cli(capsys, "vm", "audit", "--xml", str(tmp_path / "missing.xml"), "--root", str(host.root))
-    assert table.status == ExitStatus.USAGE and "cannot read" in table.stderr
+    assert table.status == ExitStatus.USAGE and "does not exist" in table.stderr

@@ -16,6 +16,7 @@ from vfiodesk.errors import VfiodeskError
 from vfiodesk.host.kernel import read_modules
 from vfiodesk.host.pci import scan_pci_devices
 from vfiodesk.host.services import read_driver_module
+from vfiodesk.host.sysfs import read_attr
 from vfiodesk.host.usage import read_host_usage
 from vfiodesk.model.pci import PciAddress, PciPattern
 from vfiodesk.plan.bind import (
@@ -37,7 +38,7 @@ FAULT_FILE = "test-fault"
 
 def _injected_fault(host: P.HostPaths) -> str:
     path = host(P.RUN_VFIODESK, FAULT_FILE)
-    return os.environ.get(FAULT_ENV) or (path.read_text().strip() if path.exists() else "")
+    return os.environ.get(FAULT_ENV) or read_attr(path) or ""
 
 
 @dataclass

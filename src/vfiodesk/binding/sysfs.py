@@ -6,6 +6,7 @@ set the override, unbind from the current driver, ask drivers_probe to bind the 
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +39,13 @@ class SysfsWriter:
 
     def store(self, path: Path, value: str) -> None:
         """The write itself: one write(2), as the kernel's attribute handlers expect."""
-        with open(path, "w") as handle:
-            handle.write(value + "\n" if value else "\n")
+        # O_NONBLOCK: a FIFO planted in a tree fails (ENXIO) instead of hanging the open;
+        # O_CREAT as open("w") did: fake trees lack the write-only files (unbind, bind).
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, (value + "\n" if value else "\n").encode())
+        finally:
+            os.close(fd)
 
     @property
     def reacts(self) -> bool:

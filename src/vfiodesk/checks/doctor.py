@@ -194,6 +194,13 @@ def check_gpu_candidate(facts: HostFacts) -> Finding:
         return Finding("gpu-candidate", Status.SKIP,
                        f"{spare[0].address} could be passed, but its IOMMU group is unknown (IOMMU off)")
     groups = group_devices(facts.devices)
+    grouped = [gpu for gpu in spare if gpu.iommu_group is not None]
+    if not grouped:
+        return Finding("gpu-candidate", Status.FAIL,
+                       f"{spare[0].address} has no IOMMU group although the IOMMU is on: it cannot "
+                       "be passed through",
+                       "check the firmware's IOMMU settings and the kernel log (dmesg | grep -i iommu)")
+    spare = grouped
     for gpu in spare:
         view = classify_group(gpu.iommu_group, groups.get(gpu.iommu_group, []), [gpu.address])
         if view.is_clean:
@@ -237,10 +244,25 @@ def check_prime_select(facts: HostFacts) -> Finding:
     return prime_finding(facts.prime_profile, nvidia)
 
 
+def check_pci_sysfs(facts: HostFacts) -> Finding:
+    """Junk in a device's sysfs files fails: every answer built on it would be a guess."""
+    if facts.devices is None:
+        return Finding("pci-sysfs", Status.SKIP,
+                       f"cannot list PCI devices: {facts.errors.get('devices', '')}")
+    broken = [device for device in facts.devices if device.problems]
+    if not broken:
+        return Finding("pci-sysfs", Status.PASS, f"{len(facts.devices)} PCI functions read cleanly")
+    first = broken[0]
+    return Finding("pci-sysfs", Status.FAIL,
+                   f"{len(broken)} PCI function(s) hold junk in sysfs: {first.problems[0]}",
+                   "vfiodesk devices lists them; on a real host, reboot or reseat the card; "
+                   "for a snapshot, take it again")
+
+
 CHECKS: tuple[Callable[[HostFacts], Finding], ...] = (
     check_cpu_virtualization, check_kvm, check_iommu_firmware, check_iommu_enabled, check_cmdline,
     check_vfio_modules, check_qemu, check_ovmf, check_swtpm, check_libvirt, check_virt_manager,
-    check_libvirt_group, check_gpu_candidate, check_prime_select,
+    check_libvirt_group, check_pci_sysfs, check_gpu_candidate, check_prime_select,
 )
 
 

@@ -10,7 +10,7 @@ import click
 
 from vfiodesk.checks.doctor import Status, prime_finding
 from vfiodesk.cli.domain_io import domain_argument, read_domain, write_domain, xml_option
-from vfiodesk.cli.options import connect_option, dry_run_option, host_paths, root_option
+from vfiodesk.cli.options import connect_option, dry_run_option, host_paths, root_option, write_output
 from vfiodesk.desktop.monitor import load_monitors, switch_input
 from vfiodesk.desktop.msi import MsiDevice, msi_script
 from vfiodesk.desktop.prime import query_prime_profile
@@ -18,6 +18,7 @@ from vfiodesk.desktop.synergy import SIDES, server_config
 from vfiodesk.domxml.desktop import (
     AUDIO_BACKENDS,
     looking_glass_size,
+    parse_resolution,
     set_audio,
     set_evdev,
     set_looking_glass,
@@ -68,7 +69,7 @@ def input(name: str | None, xml_file: Path | None, mode: str, host_screen: str |
     if output is None:
         click.echo(text, nl=False)
         return
-    output.write_text(text)
+    write_output(output, text)
     server = "input-leaps" if mode == "inputleap" else "synergys"
     click.echo(f"wrote {output}; start the server with: {server} --config {output}")
 
@@ -131,10 +132,7 @@ def switch(target: str, number: int | None, config: Path, dry_run: bool) -> None
 @connect_option
 def looking_glass(name: str | None, xml_file: Path | None, resolution: str, uri: str | None) -> None:
     """Add Looking Glass's shared memory, sized for RESOLUTION (one-monitor setups)."""
-    try:
-        width, height = (int(part) for part in resolution.lower().split("x"))
-    except ValueError:
-        raise InputError(f"{resolution!r} is not a resolution", "e.g. 2560x1440") from None
+    width, height = parse_resolution(resolution)
     _, doc = read_domain(name, xml_file, uri)
     set_looking_glass(doc, looking_glass_size(width, height))
     write_domain(doc, name, xml_file, uri)

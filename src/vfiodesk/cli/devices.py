@@ -46,13 +46,14 @@ def device_json(device: PciDevice, role: Role | None, names: PciNames) -> dict[s
     def hex_or_none(value: int | None, digits: int) -> str | None:
         return None if value is None else f"{value:0{digits}x}"
 
+    known = device.identified
     return {
         "address": str(device.address),
-        "vendor_id": f"{device.vendor_id:04x}",
-        "device_id": f"{device.device_id:04x}",
+        "vendor_id": f"{device.vendor_id:04x}" if known else None,
+        "device_id": f"{device.device_id:04x}" if known else None,
         "subsystem_vendor_id": hex_or_none(device.subsystem_vendor_id, 4),
         "subsystem_device_id": hex_or_none(device.subsystem_device_id, 4),
-        "class_code": f"{device.class_code:06x}",
+        "class_code": f"{device.class_code:06x}" if known else None,
         "revision": hex_or_none(device.revision, 2),
         "vendor_name": names.vendor(device.vendor_id),
         "device_name": names.device(device.vendor_id, device.device_id),
@@ -103,11 +104,16 @@ def print_groups(views: list[GroupView], names: PciNames, iommu_enabled: bool) -
                 label += " (boot VGA)"
             if reset_advice(device):
                 label += " [yellow](reset!)[/]"
-            table.add_row(str(device.address), device.ids, f"{device.class_code:06x}",
-                          f"{vendor} {name}".strip(), device.driver or "-",
-                          f"[{_ROLE_STYLE[role]}]{label}[/]")
+            if device.problems:
+                label += " [bold red](junk in sysfs!)[/]"
+            ids, code = ((device.ids, f"{device.class_code:06x}") if device.identified
+                         else ("[red]unreadable[/]", "?"))
+            table.add_row(str(device.address), ids, code, f"{vendor} {name}".strip(),
+                          device.driver or "-", f"[{_ROLE_STYLE[role]}]{label}[/]")
         out.print(table)
         for device, _ in view.roles:
+            for problem in device.problems:
+                out.print(f"  [bold red]junk:[/] {problem}")
             for advice in reset_advice(device):
                 out.print(f"  [yellow]reset:[/] {advice}")
         out.print()

@@ -8,6 +8,7 @@ import click
 
 from vfiodesk.domxml.document import DomainDocument
 from vfiodesk.errors import InputError
+from vfiodesk.host.userfiles import XML_FILE_LIMIT, read_user_bytes
 
 domain_argument = click.argument("name", required=False)
 xml_option = click.option("--xml", "xml_file", type=click.Path(path_type=Path),
@@ -20,10 +21,7 @@ def read_domain(name: str | None, xml_file: Path | None, uri: str | None) -> tup
         raise InputError("name a domain or give --xml FILE",
                          "e.g. vfiodesk vm tune win10, or --xml win10.xml")
     if xml_file is not None:
-        try:
-            data: str | bytes = xml_file.read_bytes()
-        except OSError as exc:
-            raise InputError(f"cannot read {xml_file}: {exc.strerror}", "give a domain XML file") from None
+        data: str | bytes = read_user_bytes(xml_file, "domain XML file", XML_FILE_LIMIT)
     else:
         from vfiodesk import virt
 

@@ -29,7 +29,7 @@ from vfiodesk.host.usage import read_host_usage
 from vfiodesk.hostfiles.editor import undo_change
 from vfiodesk.hostfiles.journal import read_changes
 from vfiodesk.model.pci import parse_pci_pattern
-from vfiodesk.model.sizes import parse_size
+from vfiodesk.model.sizes import HUGEPAGES_SIZE, parse_size
 from vfiodesk.plan.bind import plan_bind
 from vfiodesk.plan.hostconfig import hugepages as huge
 from vfiodesk.plan.hostconfig import vfio_early as early
@@ -119,7 +119,7 @@ def vfio_early(devices: tuple[str, ...], force: bool, boot_loader: str, apply: b
 def hugepages(size: str, page_size: str, boot_loader: str, apply: bool, root: str | None) -> None:
     """Reserve SIZE (the VM's memory, e.g. 8G) as hugepages at every boot."""
     hostp = host_paths(root)
-    pages = huge.page_count(parse_size(size), page_size)
+    pages = huge.page_count(parse_size(size, limits=HUGEPAGES_SIZE), page_size)
     statement = huge.memory_statement(pages, page_size, read_mem_total(hostp))
     if page_size == "2M":
         plan = huge.plan_sysctl(pages, statement, read_nr_hugepages(hostp))

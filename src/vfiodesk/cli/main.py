@@ -74,9 +74,26 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"vfiodesk: error: {exc.format_message()}", err=True)
+        click.echo(f"hint: {_usage_hint(exc)}", err=True)
         return int(ExitStatus.USAGE)
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("vfiodesk: interrupted", err=True)
         return int(ExitStatus.INTERRUPTED)
+    except Exception as exc:  # a bug: one line and a way to report it, the traceback under --debug
+        if debug:
+            raise
+        click.echo(f"vfiodesk: internal error: {type(exc).__name__}: {exc}", err=True)
+        click.echo("hint: nothing more was done; run again with --debug and report the traceback",
+                   err=True)
+        return int(ExitStatus.ERROR)
     return int(result) if isinstance(result, int) else int(ExitStatus.OK)
+
+
+def _usage_hint(exc: click.ClickException) -> str:
+    """What to do about a usage error: the command's usage line and where its help is."""
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None:
+        return "run `vfiodesk --help` for the commands and their options"
+    usage = ctx.get_usage().removeprefix("Usage: ").strip()
+    return f"usage: {' '.join(usage.split())}; `{ctx.command_path} --help` explains every option"

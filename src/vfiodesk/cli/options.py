@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 from contextlib import ExitStack
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -52,3 +53,18 @@ def console() -> Console:
     # Piped output (logs, bug reports) should not be cut to rich's default 80 columns.
     wide = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
     return Console(highlight=False, width=wide)
+
+
+def write_output(path: Path, text: str, option: str = "--output") -> None:
+    """Write a file the user asked for: into an existing directory only (a typo must not
+    create directories), never onto a directory, atomically (hostfiles.atomic)."""
+    from vfiodesk.errors import InputError
+    from vfiodesk.hostfiles.atomic import write_atomic
+
+    parent = path.parent
+    if not parent.is_dir():
+        raise InputError(f"{option} {path}: the directory {parent} does not exist",
+                         f"create it first (mkdir -p {parent}) or give another {option}")
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a directory", f"give a file name, e.g. {path / 'out.conf'}")
+    write_atomic(path, text.encode(), str(path))

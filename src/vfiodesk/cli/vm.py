@@ -119,7 +119,10 @@ def create(name: str, profile: Path | None, print_xml: bool, force: bool, uri: s
         raise InputError(f"disk {disk.path} does not exist",
                          "create it, or let libvirt make a volume: --disk POOL/VOL,size=60G")
     if print_xml:
-        path = disk.path if disk and disk.path else (f"/{disk.pool}/{disk.volume}" if disk else None)
+        if disk is not None and disk.path is None:
+            raise InputError(f"--print-xml cannot know where pool {disk.pool!r} would put {disk.volume!r}",
+                             "give the disk as an absolute path, or drop --print-xml to create it")
+        path = disk.path if disk else None
         doc = plan_tuning(new_domain(request, domain_type), request, plan, passed, path,
                           disk.format if disk else "raw")
         click.echo(doc.to_xml(), nl=False)
@@ -215,7 +218,7 @@ def tune_command(name: str | None, xml_file: Path | None, cpus: int | None, reco
 
 def _vcpus(doc: DomainDocument) -> int | None:
     text = doc.root.findtext("vcpu")
-    return int(text) if text and text.strip().isdigit() else None
+    return int(text) if text and text.strip().isdecimal() else None
 
 
 def _register_audio() -> None:

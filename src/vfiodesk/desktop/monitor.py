@@ -10,12 +10,13 @@ that hotkey's command. Inputs per monitor come from a small TOML file::
 
 from __future__ import annotations
 
+import os
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from vfiodesk.errors import InputError, VfiodeskError
+from vfiodesk.host.userfiles import load_toml
 from vfiodesk.runner import CommandRunner
 
 INPUT_SOURCE = "60"
@@ -29,16 +30,15 @@ class MonitorInputs:
 
 
 def load_monitors(path: Path) -> dict[int, MonitorInputs]:
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         raise InputError(f"monitor config {path} does not exist",
-                         "write it: [monitor.1] host = 0x0f  vm = 0x11 (see README)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"monitor config {path} is not valid TOML: {exc}", "fix the file") from None
+                         "write it: [monitor.1] host = 0x0f  vm = 0x11 (see README)")
+    data = load_toml(path, "monitor config")
     monitors = {}
-    for key, table in data.get("monitor", {}).items():
-        if not key.isdigit() or not isinstance(table, dict) or set(table) != {"host", "vm"} or \
+    tables = data.get("monitor", {})
+    for key, table in tables.items() if isinstance(tables, dict) else ():
+        if not key.isdecimal() or len(key) > 4 or not isinstance(table, dict) or \
+                set(table) != {"host", "vm"} or \
                 not all(isinstance(v, int) and 0 < v < 256 for v in table.values()):
             raise InputError(f"[monitor.{key}] must hold host = <input> and vm = <input> (0x01-0xff)",
                              "e.g. [monitor.1] host = 0x0f  vm = 0x11")

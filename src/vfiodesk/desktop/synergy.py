@@ -8,16 +8,29 @@ import re
 from vfiodesk.errors import InputError
 
 SIDES = {"left": "right", "right": "left", "up": "down", "down": "up"}
-_SCREEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# Synergy's Config::isValidScreenName (kept by Barrier and Input Leap), for screen names and
+# aliases alike: dot-separated labels of [-_A-Za-z0-9] that neither start nor end with '-'; a
+# trailing dot is accepted. Anything else (spaces, newlines, ':' of IPv6) makes the server
+# refuse the file, or worse, a newline would start a section of the attacker's choosing.
+_LABEL = r"[A-Za-z0-9_](?:[-A-Za-z0-9_]*[A-Za-z0-9_])?"
+_SCREEN = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$")
+
+
+def check_screen_name(name: str, what: str) -> None:
+    if len(name) > 253 or not _SCREEN.match(name):
+        raise InputError(f"{what} {name[:60]!r} is not a Synergy screen name",
+                         "use a host name or IPv4 address: letters, digits, '-', '_' between dots "
+                         "(Synergy refuses IPv6 addresses and spaces here)")
 
 
 def server_config(host_screen: str, vm_screen: str, side: str, vm_address: str | None = None) -> str:
     """The config text: two screens, linked on ``side`` of the host, and the Alt+W hotkey."""
     if side not in SIDES:
         raise InputError(f"unknown side {side!r}", f"use one of {', '.join(SIDES)}")
-    for screen in (host_screen, vm_screen):
-        if not _SCREEN.match(screen):
-            raise InputError(f"{screen!r} is not a screen name", "use the machine's host name")
+    check_screen_name(host_screen, "--host-screen")
+    check_screen_name(vm_screen, "--vm-screen")
+    if vm_address is not None:
+        check_screen_name(vm_address, "--vm-address")
     alias = f"\n\t\t{vm_address}" if vm_address else ""
     return (
         "section: screens\n"

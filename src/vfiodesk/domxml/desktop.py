@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 from vfiodesk.domxml.document import DomainDocument
+from vfiodesk.errors import InputError
 
 
 def set_evdev(doc: DomainDocument, keyboard: str, mouse: str) -> None:
@@ -43,12 +46,32 @@ def set_looking_glass(doc: DomainDocument, size_mib: int) -> None:
     _add_shmem(doc, "looking-glass", size_mib)
 
 
+# Looking Glass's host application captures up to 16K frames; below 320x200 nothing is usable.
+_RESOLUTION = re.compile(r"^\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*$")
+RESOLUTION_MIN = (320, 200)
+RESOLUTION_MAX = (16384, 16384)
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` within what a monitor can show; anything else is refused by name."""
+    match = _RESOLUTION.match(text)
+    if match is None:
+        raise InputError(f"{text[:40]!r} is not a resolution", "write WIDTHxHEIGHT, e.g. 2560x1440")
+    width, height = int(match[1]), int(match[2])
+    if not (RESOLUTION_MIN[0] <= width <= RESOLUTION_MAX[0]
+            and RESOLUTION_MIN[1] <= height <= RESOLUTION_MAX[1]):
+        raise InputError(f"resolution {width}x{height} is outside "
+                         f"{RESOLUTION_MIN[0]}x{RESOLUTION_MIN[1]}..{RESOLUTION_MAX[0]}x{RESOLUTION_MAX[1]}",
+                         "give the VM monitor's resolution, e.g. 1920x1080")
+    return width, height
+
+
 def looking_glass_size(width: int, height: int) -> int:
     """MiB for Looking Glass: two 32-bit frames plus 10 MiB, rounded up to a power of two
-    (looking-glass.io, "Determining memory")."""
-    needed = width * height * 4 * 2 / (1024 * 1024) + 10
+    (looking-glass.io, "Determining memory"); integer arithmetic, exact at any size."""
+    needed = width * height * 4 * 2 + 10 * 1024 * 1024
     size = 1
-    while size < needed:
+    while size * 1024 * 1024 < needed:
         size *= 2
     return size
 

@@ -115,7 +115,7 @@ def _parse_device(element: etree._Element) -> RecordedDevice:
     if address_text is None:
         raise InputError("a vfiodesk:device lacks its 'address' attribute", _HINT)
     group_text = element.get("iommu-group")
-    if group_text is not None and not group_text.isdigit():
+    if group_text is not None and not group_text.isdecimal():
         raise InputError(f"vfiodesk:device iommu-group={group_text!r} is not a number", _HINT)
     return RecordedDevice(
         address=PciAddress.parse(address_text),

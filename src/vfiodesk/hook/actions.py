@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 from vfiodesk import paths as P
 from vfiodesk.binding.engine import bind_devices, plan_for, release_devices
 from vfiodesk.binding.handoff import logged, mark_started, prepare_single_gpu, release_single_gpu
+from vfiodesk.binding.sysfs import SysfsWriter
 from vfiodesk.domxml.document import DomainDocument
 from vfiodesk.domxml.metadata import VmManagement
 from vfiodesk.domxml.tune import pci_hostdevs, read_size
 from vfiodesk.errors import InputError, RefusedError, VfiodeskError
 from vfiodesk.host.pci import read_pci_device
 from vfiodesk.host.services import read_default_hugepage_kib
-from vfiodesk.host.sysfs import read_int_attr
+from vfiodesk.host.sysfs import ATTR_LIMIT, read_attr, read_file_bytes, read_int_attr
 from vfiodesk.hostfiles.atomic import write_atomic
 from vfiodesk.model.cpuset import CpuSet
 from vfiodesk.model.pci import PciAddress, PciPattern
@@ -130,7 +132,7 @@ def _runtime_resources(host: P.HostPaths, vm: str, doc: DomainDocument,
         if record:
             state["hugepages"] = record
     if management.isolate_cpus and pins:
-        online = CpuSet.parse(host(P.SYS_CPU, "online").read_text())
+        online = _cpulist(host(P.SYS_CPU, "online"))
         keep = str(online - pins)
         runner = CommandRunner(host)
         for unit in ("system.slice", "user.slice", "init.scope"):
@@ -150,17 +152,24 @@ def _allocate_hugepages(host: P.HostPaths, node: int, memory_kib: int) -> tuple[
     size_kib = read_default_hugepage_kib(host)
     pool = host(P.SYS_NODE, f"node{node}", "hugepages", f"hugepages-{size_kib}kB")
     needed = -(-memory_kib // size_kib)
+    relative = str((pool / "nr_hugepages").relative_to(host.root))
+    before = read_int_attr(pool / "nr_hugepages")
+    if before is None:
+        raise VfiodeskError(f"/{relative} is missing: the kernel offers no {size_kib} KiB hugepages "
+                            f"on NUMA node {node}",
+                            "use a kernel with hugetlbfs, or run the VM without runtime hugepages "
+                            "(vfiodesk vm tune NAME --no-hugepages)")
     free = read_int_attr(pool / "free_hugepages") or 0
     missing = max(needed - free, 0)
     size = f"{size_kib // 1024} MiB" if size_kib < 1024 * 1024 else f"{size_kib // (1024 * 1024)} GiB"
     if not missing:
         return f"{needed} free hugepages of {size} on NUMA node {node} (reserved at boot): none allocated", {}
-    before = int((pool / "nr_hugepages").read_text().strip() or "0")
     wanted = before + missing
-    (pool / "nr_hugepages").write_text(f"{wanted}\n")
-    got = int((pool / "nr_hugepages").read_text().strip() or "0")
+    writer = SysfsWriter(host)
+    writer.write(relative, str(wanted))
+    got = read_int_attr(pool / "nr_hugepages") or 0
     if got < wanted and host.is_real_host:
-        (pool / "nr_hugepages").write_text(f"{before}\n")
+        writer.write(relative, str(before))
         raise VfiodeskError(
             f"only {got - before} of {missing} hugepages of {size} on NUMA node {node}",
             "free memory, or reserve them at boot: vfiodesk host hugepages")
@@ -169,11 +178,23 @@ def _allocate_hugepages(host: P.HostPaths, node: int, memory_kib: int) -> tuple[
             {"path": str(pool / "nr_hugepages"), "before": before})
 
 
+def _cpulist(path: Path) -> CpuSet:
+    """A sysfs CPU list (online, a node's cpulist); junk or absence is a clear error."""
+    text = read_attr(path)
+    if text is None:
+        raise VfiodeskError(f"{path} is missing", "is this a Linux host with sysfs mounted?")
+    try:
+        return CpuSet.parse(text)
+    except InputError:
+        raise VfiodeskError(f"{path} holds {text[:40]!r}, not a CPU list",
+                            "the host tree is damaged") from None
+
+
 def _node_of(host: P.HostPaths, cpus: CpuSet) -> int:
     base = host(P.SYS_NODE)
     for name in sorted(os.listdir(base)) if base.is_dir() else []:
-        if name.startswith("node") and name[4:].isdigit():
-            members = CpuSet.parse((base / name / "cpulist").read_text())
+        if name.startswith("node") and name[4:].isdecimal():
+            members = _cpulist(base / name / "cpulist")
             if not cpus or cpus.cpus & members.cpus:
                 return int(name[4:])
     return 0
@@ -186,7 +207,14 @@ def release(host: P.HostPaths, vm: str, data: bytes, say: Callable[[str], None] 
     done = _give_back(host, vm, ours, management.single_gpu, say)
     state_file = host(P.RUN_VFIODESK, f"vm-{vm}.json")
     if state_file.exists():
-        state = json.loads(state_file.read_text())
+        try:
+            state = json.loads(read_file_bytes(state_file, ATTR_LIMIT, "hook state file"))
+            if not isinstance(state, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            state_file.unlink()
+            raise VfiodeskError(f"{state_file} is damaged; it was removed",
+                                "give hugepages and CPUs back by hand if the VM used them") from None
         if "hugepages" in state:
             pages = state["hugepages"]
             with open(pages["path"], "w") as handle:

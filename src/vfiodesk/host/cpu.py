@@ -78,6 +78,6 @@ def _numa_nodes(host: P.HostPaths) -> dict[int, CpuSet]:
         return {}
     nodes = {}
     for name in names:
-        if name.startswith("node") and name[4:].isdigit():
+        if name.startswith("node") and name[4:].isdecimal():
             nodes[int(name[4:])] = _cpulist(f"{base}/{name}/cpulist") or CpuSet.of([])
     return nodes

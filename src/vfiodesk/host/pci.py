@@ -61,6 +61,8 @@ def read_pci_device(host: P.HostPaths, address: PciAddress) -> PciDevice:
     class_code = guarded(lambda: read_hex_attr(f"{base}/class", 6))
     if vendor is None or device is None or class_code is None:
         problems.append(f"{base} lacks readable vendor/device/class files")
+        # All three unknown (0): half an identity would be a plausible wrong one.
+        vendor = device = class_code = None
     reset_text = guarded(lambda: read_attr(f"{base}/reset_method"))
     boot_vga = guarded(lambda: read_int_attr(f"{base}/boot_vga"))
     numa = guarded(lambda: read_int_attr(f"{base}/numa_node"))
@@ -73,8 +75,8 @@ def read_pci_device(host: P.HostPaths, address: PciAddress) -> PciDevice:
         subsystem_vendor_id=guarded(lambda: read_hex_attr(f"{base}/subsystem_vendor", 4)),
         subsystem_device_id=guarded(lambda: read_hex_attr(f"{base}/subsystem_device", 4)),
         revision=guarded(lambda: read_hex_attr(f"{base}/revision", 2)),
-        driver=read_link_name(f"{base}/driver"),
-        iommu_group=_group_number(read_link_name(f"{base}/iommu_group")),
+        driver=guarded(lambda: read_link_name(f"{base}/driver")),
+        iommu_group=guarded(lambda: _group_number(f"{base}/iommu_group")),
         boot_vga=None if boot_vga is None else boot_vga == 1,
         # reset_method exists since Linux 5.15; an empty file means no reset at all.
         reset_methods=None if reset_text is None else tuple(reset_text.split()),
@@ -85,8 +87,14 @@ def read_pci_device(host: P.HostPaths, address: PciAddress) -> PciDevice:
     )
 
 
-def _group_number(name: str | None) -> int | None:
-    return int(name) if name is not None and name.isdigit() else None
+def _group_number(link: str) -> int | None:
+    name = read_link_name(link)
+    if name is None:
+        return None
+    if not name.isdecimal() or len(name) > 9:
+        raise HostReadError(f"{link} points to group {name[:40]!r}, not a group number",
+                            "the host tree is damaged; take a fresh snapshot")
+    return int(name)
 
 
 def read_iommu_group_numbers(host: P.HostPaths) -> list[int]:
@@ -95,7 +103,7 @@ def read_iommu_group_numbers(host: P.HostPaths) -> list[int]:
         names = os.listdir(host(P.SYS_IOMMU_GROUPS))
     except (FileNotFoundError, NotADirectoryError):
         return []
-    return sorted(int(name) for name in names if name.isdigit())
+    return sorted(int(name) for name in names if name.isdecimal())
 
 
 def group_devices(devices: Iterable[PciDevice]) -> dict[int | None, list[PciDevice]]:

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vfiodesk import paths as P
+from vfiodesk.host.sysfs import read_bytes
+
+PCI_IDS_LIMIT = 32 * 1024 * 1024  # hwdata's pci.ids is ~1.5 MB
 
 
 @dataclass(frozen=True)
@@ -45,23 +48,26 @@ def read_pci_names(host: P.HostPaths, wanted: Iterable[tuple[int, int]]) -> PciN
     wanted_vendors = {vendor for vendor, _ in wanted_devices}
     names = PciNames(source)
     current: int | None = None
-    with open(source, "rb") as handle:
-        for raw in handle:
-            if raw[:1] == b"\t":
-                if current is None or raw[:2] == b"\t\t":
-                    continue
-                device_id = _hex4(raw[1:5])
-                if device_id is not None and (current, device_id) in wanted_devices:
-                    names.devices[(current, device_id)] = _text(raw[5:])
+    try:
+        lines = read_bytes(source, PCI_IDS_LIMIT).splitlines(keepends=True)
+    except OSError:
+        return PciNames(None)  # unreadable or not a file: IDs only, as with no pci.ids
+    for raw in lines:
+        if raw[:1] == b"\t":
+            if current is None or raw[:2] == b"\t\t":
                 continue
-            if raw[:1] in (b"#", b"\n"):
-                continue
-            if raw[:2] == b"C ":
-                break  # the device-class section follows the vendors
-            vendor_id = _hex4(raw[:4])
-            current = vendor_id if vendor_id in wanted_vendors else None
-            if current is not None:
-                names.vendors[current] = _text(raw[4:])
+            device_id = _hex4(raw[1:5])
+            if device_id is not None and (current, device_id) in wanted_devices:
+                names.devices[(current, device_id)] = _text(raw[5:])
+            continue
+        if raw[:1] in (b"#", b"\n"):
+            continue
+        if raw[:2] == b"C ":
+            break  # the device-class section follows the vendors
+        vendor_id = _hex4(raw[:4])
+        current = vendor_id if vendor_id in wanted_vendors else None
+        if current is not None:
+            names.vendors[current] = _text(raw[4:])
     return names
 
 

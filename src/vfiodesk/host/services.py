@@ -34,7 +34,7 @@ def has_encrypted_disks(host: P.HostPaths) -> bool:
 def _read_meminfo_kib(host: P.HostPaths, wanted: str) -> int | None:
     for line in (read_attr(host(P.PROC_MEMINFO), FILE_LIMIT) or "").splitlines():
         key, _, value = line.partition(":")
-        if key == wanted and value.split()[:1] and value.split()[0].isdigit():
+        if key == wanted and value.split()[:1] and value.split()[0].isdecimal():
             return int(value.split()[0])
     return None
 

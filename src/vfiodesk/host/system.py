@@ -42,7 +42,7 @@ def read_cpuinfo(host: P.HostPaths) -> CpuInfo | None:
 
 
 def _int_or_none(text: str | None) -> int | None:
-    return int(text) if text is not None and text.isdigit() else None
+    return int(text) if text is not None and text.isdecimal() else None
 
 
 def read_acpi_tables(host: P.HostPaths) -> frozenset[str] | None:

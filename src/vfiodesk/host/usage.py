@@ -112,7 +112,7 @@ def read_open_files(host: P.HostPaths) -> dict[str, set[str]]:
     """``pid comm`` -> device nodes each process holds open (one pass over proc/*/fd)."""
     found: dict[str, set[str]] = {}
     try:
-        pids = [entry for entry in os.listdir(host(P.PROC)) if entry.isdigit()]
+        pids = [entry for entry in os.listdir(host(P.PROC)) if entry.isdecimal()]
     except OSError:
         return found
     for pid in pids:

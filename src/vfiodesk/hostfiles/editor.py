@@ -26,7 +26,7 @@ def apply_plan(host: P.HostPaths, plan: HostPlan) -> journal.ChangeRecord | None
         check_writable(host(change.path), f"/{change.path}")
     with journal.locked(host):
         for change in changes:
-            if read_config(host, change.path) != change.old:
+            if read_config(host, change.path, binary_ok=True) != change.old:
                 raise VfiodeskError(f"/{change.path} changed while vfiodesk was planning; nothing written",
                                     "run the command again")
         change_id = journal.new_change_id(host, plan.title)
@@ -61,7 +61,7 @@ def undo_change(host: P.HostPaths, change_id: str | None) -> journal.ChangeRecor
         conflicts: list[str] = []
         for entry in record.files:
             original = (directory / entry.backup).read_bytes() if entry.backup else None
-            current = read_config(host, entry.path)
+            current = read_config(host, entry.path, binary_ok=True)
             if current is not None and journal.sha256(current) == entry.sha256:
                 restore.append((entry.path, original))
             elif current != original:
@@ -107,6 +107,6 @@ def _discard(directory: Path) -> None:
 def with_current(host: P.HostPaths, plan: HostPlan) -> HostPlan:
     """The plan with the present content of files it creates (``old`` None): vfiodesk's own
     files may exist from an earlier run, and the journal must back them up."""
-    files = tuple(replace(change, old=read_config(host, change.path)) if change.old is None else change
-                  for change in plan.files)
+    files = tuple(replace(change, old=read_config(host, change.path, binary_ok=True))
+                  if change.old is None else change for change in plan.files)
     return replace(plan, files=files)

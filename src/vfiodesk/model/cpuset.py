@@ -7,6 +7,10 @@ from dataclasses import dataclass
 
 from vfiodesk.errors import InputError
 
+# CONFIG_NR_CPUS is at most 8192 on x86_64 (arch/x86/Kconfig, MAXSMP): a larger number is junk,
+# and refusing it early keeps a list like 0-999999999 from building a billion-element set.
+MAX_CPUS = 8192
+
 
 @dataclass(frozen=True)
 class CpuSet:
@@ -35,6 +39,9 @@ class CpuSet:
             if low < 0 or high < low:
                 raise InputError(f"CPU range {chunk!r} is backwards or negative",
                                  "write ranges low-high, like 4-7")
+            if high >= MAX_CPUS:
+                raise InputError(f"CPU {high} in {chunk[:40]!r} is beyond the kernel's limit of "
+                                 f"{MAX_CPUS} CPUs", "write CPU numbers as `vfiodesk cpus` lists them")
             cpus.update(range(low, high + 1))
         return cls(frozenset(cpus))
 

@@ -134,6 +134,11 @@ class PciDevice:
         return self.base_class == CLASS_SERIAL_BUS and self.sub_class == SUBCLASS_USB
 
     @property
+    def identified(self) -> bool:
+        """False when sysfs held no readable vendor/device/class (PCI-SIG assigns no vendor 0)."""
+        return self.vendor_id != 0
+
+    @property
     def ids(self) -> str:
         """``vendor:device`` as lspci -n prints it."""
         return f"{self.vendor_id:04x}:{self.device_id:04x}"

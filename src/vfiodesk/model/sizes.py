@@ -1,8 +1,9 @@
-"""Memory sizes as users write them (``8G``, ``512MiB``, ``2048M``)."""
+"""Memory sizes as users write them (``8G``, ``512MiB``, ``2048M``), in integer arithmetic."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from vfiodesk.errors import InputError
 
@@ -12,25 +13,51 @@ GIB = 1024 * MIB
 TIB = 1024 * GIB
 
 _UNITS = {"": 1, "b": 1, "k": KIB, "m": MIB, "g": GIB, "t": TIB}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+# Bounded digit counts: the number never grows past what a size can be.
+_SIZE_RE = re.compile(r"^\s*(\d{1,20})(?:\.(\d{1,12}))?\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 _HINT = "write a size as a number and a unit, like 8G, 8GiB, 512M or 2048MiB"
 
 
-def parse_size(text: str, *, default_unit: str = "") -> int:
+@dataclass(frozen=True)
+class SizeLimits:
+    """What one option accepts, so ``1B`` of RAM or ``99999T`` of disk is refused by name."""
+
+    what: str
+    minimum: int
+    maximum: int
+
+
+# QEMU/KVM guests and hosts: far above any real machine, far below float rounding trouble.
+VM_MEMORY = SizeLimits("--memory", 128 * MIB, 16 * TIB)
+VM_MEMORY_CURRENT = SizeLimits("--memory-current", 128 * MIB, 16 * TIB)
+DISK_SIZE = SizeLimits("disk size=", MIB, 256 * TIB)
+HUGEPAGES_SIZE = SizeLimits("hugepages SIZE", 2 * MIB, 16 * TIB)
+ANY_SIZE = SizeLimits("size", 1, 1024 * TIB)
+
+
+def parse_size(text: str, *, default_unit: str = "", limits: SizeLimits = ANY_SIZE) -> int:
     """Bytes in ``text``; binary units (G = GiB) as libvirt and QEMU read them."""
     match = _SIZE_RE.match(text)
     if match is None:
+        raise InputError(f"{text[:60]!r} is not a size", _HINT)
+    whole, fraction, unit, suffix = match.groups()
+    if not unit and suffix and suffix.lower() == "ib":
         raise InputError(f"{text!r} is not a size", _HINT)
-    number, unit = match.groups()
-    if not unit and text.strip().lower().endswith("b"):
-        unit = "b"
-    multiplier = _UNITS[(unit or default_unit).lower()]
-    value = float(number) * multiplier
-    if value != int(value):
+    multiplier = _UNITS[(unit or ("b" if suffix else default_unit)).lower()]
+    scale = 10 ** len(fraction or "")
+    numerator = (int(whole) * scale + int(fraction or "0")) * multiplier
+    if numerator % scale:
         raise InputError(f"{text!r} is not a whole number of bytes", _HINT)
+    value: int = numerator // scale
     if value <= 0:
         raise InputError(f"{text!r} must be larger than zero", _HINT)
-    return int(value)
+    if value < limits.minimum:
+        raise InputError(f"{limits.what} {text.strip()} is too small: the least is "
+                         f"{format_size(limits.minimum)}", f"give at least {format_size(limits.minimum)}")
+    if value > limits.maximum:
+        raise InputError(f"{limits.what} {text.strip()} is too large: the most is "
+                         f"{format_size(limits.maximum)}", f"give at most {format_size(limits.maximum)}")
+    return value
 
 
 def format_size(size: int) -> str:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -12,11 +12,14 @@ from vfiodesk.domxml import tune
 from vfiodesk.domxml.document import DomainDocument
 from vfiodesk.domxml.metadata import Binding, HugepagesMode, RecordedDevice, VmManagement
 from vfiodesk.errors import InputError
+from vfiodesk.host.userfiles import load_toml
 from vfiodesk.model.pci import PciDevice
-from vfiodesk.model.sizes import GIB, parse_size
+from vfiodesk.model.sizes import DISK_SIZE, GIB, VM_MEMORY, VM_MEMORY_CURRENT, parse_size
 from vfiodesk.plan.pinning import PinningPlan
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,62}$")
+# Pool and volume names as vfiodesk accepts them (libvirt forbids '/' in both).
+_LIBVIRT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}$")
 VIRTIO_DRIVER_FOLDER = r"vioscsi\w10\amd64"
 
 
@@ -57,10 +60,14 @@ class VmRequest:
             raise InputError(f"unknown chipset {self.chipset!r}", "use q35 or i440fx")
         if self.domain_type not in (None, "kvm", "qemu"):
             raise InputError(f"unknown domain type {self.domain_type!r}", "use kvm or qemu")
-        memory = parse_size(self.memory, default_unit="M")
-        if self.memory_current and parse_size(self.memory_current, default_unit="M") > memory:
+        memory = parse_size(self.memory, default_unit="M", limits=VM_MEMORY)
+        if self.memory_current and \
+                parse_size(self.memory_current, default_unit="M", limits=VM_MEMORY_CURRENT) > memory:
             raise InputError("--memory-current is larger than --memory", "the balloon can only shrink")
         parse_disk(self.disk)
+        for option, iso in (("--iso", self.iso), ("--virtio-iso", self.virtio_iso)):
+            if iso:
+                absolute_path(iso, option)
         parse_network(self.network)
         if self.single_gpu and self.managed:
             raise InputError("--single-gpu needs the hook to bind the GPU, not libvirt",
@@ -69,12 +76,7 @@ class VmRequest:
 
 def load_profile(path: Path, name: str) -> VmRequest:
     """A TOML profile whose keys are the options' names (memory = "8G", gpu = "01:00", ...)."""
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"profile {path} does not exist", "give the path of a .toml file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"profile {path} is not valid TOML: {exc}", "fix the file") from None
+    data = load_toml(path, "profile")
     known = {f.name.replace("_", "-"): f for f in fields(VmRequest) if f.name != "name"}
     values: dict[str, Any] = {}
     for key, value in data.items():
@@ -119,19 +121,30 @@ def parse_disk(text: str | None) -> DiskSpec | None:
     if volume_format not in ("raw", "qcow2"):
         raise InputError(f"disk format {volume_format!r} is not raw or qcow2",
                          "use format=raw or format=qcow2")
-    size = parse_size(settings.get("size", "60G"), default_unit="G")
+    size = parse_size(settings.get("size", "60G"), default_unit="G", limits=DISK_SIZE)
     if virt_install and "size" in settings:
-        return DiskSpec(path=head, size=size, format=volume_format, new=True)
-    if head.startswith(("/", ".")):
+        return DiskSpec(path=absolute_path(head, "--disk path="), size=size, format=volume_format, new=True)
+    if head.startswith(("/", ".", "~")):
         if "size" in settings:
             raise InputError("size= applies to new volumes (POOL/VOL), not to an existing file",
                              "drop size=, or create the volume through a pool")
-        return DiskSpec(path=head, format=volume_format)
+        return DiskSpec(path=absolute_path(head, "--disk"), format=volume_format)
     pool, sep, volume = head.partition("/")
-    if not sep or not pool or not volume or "/" in volume:
-        raise InputError(f"disk {head!r} is neither a path nor POOL/VOL",
+    if not sep or not _LIBVIRT_NAME.match(pool) or not _LIBVIRT_NAME.match(volume):
+        raise InputError(f"disk {head[:80]!r} is neither an absolute path nor POOL/VOL",
                          "e.g. --disk /var/lib/libvirt/images/win.img or --disk default/win.img,size=60G")
     return DiskSpec(pool=pool, volume=volume, size=size, format=volume_format)
+
+
+def absolute_path(text: str, option: str) -> str:
+    """A path written into the domain: absolute and printable, as libvirt resolves it (a
+    relative path would be read from libvirtd's working directory, not the user's)."""
+    if any(ord(char) < 0x20 or char == "\x7f" for char in text):
+        raise InputError(f"{option} {text[:80]!r} holds control characters", "give a plain file path")
+    if not text.startswith("/"):
+        raise InputError(f"{option} {text[:80]} is not an absolute path",
+                         f"give the full path, e.g. {option} {os.path.abspath(os.path.expanduser(text))}")
+    return text
 
 
 def parse_network(text: str | None) -> tune.Network | None:
@@ -168,8 +181,9 @@ def new_domain(request: VmRequest, domain_type: str) -> DomainDocument:
 def plan_tuning(doc: DomainDocument, request: VmRequest, plan: PinningPlan, passed: list[PciDevice],
                 disk_path: str | None, disk_format: str) -> DomainDocument:
     """Apply every tuning of the seed to a new domain ``doc``."""
-    memory = parse_size(request.memory, default_unit="M")
-    current = parse_size(request.memory_current, default_unit="M") if request.memory_current else None
+    memory = parse_size(request.memory, default_unit="M", limits=VM_MEMORY)
+    current = (parse_size(request.memory_current, default_unit="M", limits=VM_MEMORY_CURRENT)
+               if request.memory_current else None)
     tune.tune_cpu(doc, plan)
     tune.tune_memory(doc, memory, current or memory, request.hugepages)
     tune.add_balloon(doc)
