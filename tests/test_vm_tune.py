@@ -16,7 +16,7 @@ from lxml import etree
 
 from tests.cli import CliResult, run_cli
 from tests.fakehost import FakeHost, ready_host
-from tests.test_pinning import Core, write_topology
+from tests.test_pinning import Core, intel_4c8t, write_topology
 from vfiodesk.domxml.document import DomainDocument
 from vfiodesk.errors import ExitStatus
 from vfiodesk.hook.actions import prepare, release
@@ -326,3 +326,14 @@ def test_record_devices_after_a_confirmed_change(host: FakeHost, tmp_path: Path,
     done = prepare(host.paths, "win10", recorded.stdout.encode())
     assert any("bound" in line for line in done)
     release(host.paths, "win10", recorded.stdout.encode())
+
+
+def test_readmes_tune_diff_is_what_tune_prints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    section = (Path(__file__).parent.parent / "README.md").read_text().split(
+        "### Tuning a domain you already have", 1)[1]
+    shown = "\n".join(line[4:] for line in section.split("\n    @@ ", 1)[1].join(["    @@ ", ""]).split(
+        "\n\n", 1)[0].splitlines()) + "\n"
+    write_topology(tmp_path, intel_4c8t())
+    printed = run_cli(capsys, "vm", "tune", "--xml", str(CORPUS / "ipimpat-qemu-gaming-vm-win10.xml"),
+                      "--diff", "--root", str(tmp_path))
+    assert printed.stdout == "--- before\n+++ after\n" + shown

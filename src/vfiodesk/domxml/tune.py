@@ -54,11 +54,13 @@ def tune_cpu(doc: DomainDocument, plan: PinningPlan) -> None:
     iothreads = doc.child("iothreads", after=_after("iothreads"))
     if not _count(iothreads.text):
         iothreads.text = "1"
-    threads = _count(iothreads.text) or 1
+    # Threads are numbered 1..N unless <iothreadids> names them (formatdomain.html#iothreads-allocation).
+    thread_ids = [str(e.get("id")) for e in doc.root.findall("iothreadids/iothread") if e.get("id")] \
+        or [str(i) for i in range(1, (_count(iothreads.text) or 1) + 1)]
     cputune = doc.child("cputune", after=_after("cputune"))
     pins = [("vcpupin", "vcpu", str(vcpu_id), str(host)) for vcpu_id, host in plan.vcpu_pins]
     pins.append(("emulatorpin", "", "", str(plan.emulator_cpus)))
-    pins += [("iothreadpin", "iothread", str(i), str(plan.iothread_cpus)) for i in range(1, threads + 1)]
+    pins += [("iothreadpin", "iothread", i, str(plan.iothread_cpus)) for i in thread_ids]
     wanted = {(tag, key, value) for tag, key, value, _ in pins}
     for tag, key in (("vcpupin", "vcpu"), ("iothreadpin", "iothread")):
         for old in cputune.findall(tag):
@@ -450,9 +452,9 @@ def left_alone(doc: DomainDocument) -> list[str]:
         notes.append(f"qemu:commandline/override naming aliases {', '.join(sorted(referenced_aliases(doc)))}"
                      ": hostdevs kept in order, so they name the same devices")
     for element in doc.iter_devices("hostdev"):
-        if element.get("type") != "pci":
+        if element.get("type") not in ("pci", "usb"):  # usb: libvirt passes it, nothing to bind
             notes.append(f"<hostdev type='{element.get('type')}'>: not a PCI function; passed as written")
-        elif element.find("source/address") is None:
+        elif element.get("type") == "pci" and element.find("source/address") is None:
             notes.append("a PCI <hostdev> without a source address: passed as written")
     for element in doc.iter_devices("interface"):
         if element.get("type") == "hostdev":
