@@ -251,6 +251,7 @@ def _bring_back(host: P.HostPaths, record: journal.DeviceRecord, writer: SysfsWr
 
     def bind_directly() -> None:
         writer.set_override(address, record.original_override)
+        writer.unbind(address)  # still on vfio-pci when the release stopped before it
         writer.write(f"{P.SYS_PCI_DRIVERS}/{wanted}/bind", address)
 
     def remove_and_rescan() -> None:
