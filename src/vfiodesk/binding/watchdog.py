@@ -19,7 +19,10 @@ from vfiodesk.binding.handoff import read_state, release_single_gpu
 from vfiodesk.errors import VfiodeskError
 from vfiodesk.host.sysfs import read_attr
 
-START_BOUND = 120.0  # seconds from prepare to `started`: OVMF + a GPU ROM need far less
+START_BOUND = 120.0  # seconds from prepare to `started` while no QEMU runs for the VM
+# QEMU runs but libvirt has not said `started` yet: a slow start (huge memory to pre-fault,
+# nested TCG), not a lost one; taking the GPU from under it would fail the start.
+STARTING_BOUND = 600.0
 EXIT_GRACE = 5.0  # QEMU gone: libvirt's own release normally begins well within this
 POLL = 1.0
 
@@ -32,8 +35,15 @@ def qemu_alive(host: P.HostPaths, pid: int) -> bool:
     return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
+def qemu_of(host: P.HostPaths, vm: str) -> int | None:
+    """The pid of the VM's running QEMU, from libvirt's pid file."""
+    text = read_attr(host(P.RUN_LIBVIRT_QEMU, f"{vm}.pid"))
+    pid = int(text) if text and text.isdigit() else None
+    return pid if pid is not None and qemu_alive(host, pid) else None
+
+
 def watch(host: P.HostPaths, vm: str, say: Callable[[str], None], *, bound: float = START_BOUND,
-          grace: float = EXIT_GRACE, poll: float = POLL,
+          starting_bound: float = STARTING_BOUND, grace: float = EXIT_GRACE, poll: float = POLL,
           sleep: Callable[[float], None] = time.sleep) -> str:
     """Wait for a release; if none can come, release. Returns why it ended."""
     began = time.monotonic()
@@ -44,8 +54,9 @@ def watch(host: P.HostPaths, vm: str, say: Callable[[str], None], *, bound: floa
             return "a release began; nothing to do"
         now = time.monotonic()
         reason = None
-        if state.phase in ("preparing", "prepared") and now - began > bound:
-            reason = f"{vm} did not reach started within {bound:.0f} s"
+        limit = starting_bound if qemu_of(host, vm) is not None else bound
+        if state.phase in ("preparing", "prepared") and now - began > limit:
+            reason = f"{vm} did not reach started within {limit:.0f} s"
         elif state.phase == "started" and state.qemu_pid is not None and \
                 not qemu_alive(host, state.qemu_pid):
             gone_since = gone_since if gone_since is not None else now
