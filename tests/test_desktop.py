@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -196,3 +198,48 @@ def test_up_refuses_while_prime_select_keeps_the_desktop_on_nvidia(
     finally:
         subprocess.run(["virsh", "-c", libvirtd, "undefine", name, "--nvram"], capture_output=True,
                        check=False)
+
+
+def barrier_reads(config: str, host_screen: str, tmp_path: Path) -> tuple[bool, str]:
+    """Whether Barrier's server (Synergy's parser, kept by Input Leap) accepts the config: it
+    reads the file first and quits on an error; a good file gets as far as opening the screen,
+    which has no display here. Nothing listens: it stops there."""
+    server = shutil.which("barriers") or shutil.which("input-leaps")
+    assert server, "scripts/setup installs barrier (Synergy's server) for this test"
+    path = tmp_path / "check.conf"
+    path.write_text(config)
+    env = {key: value for key, value in os.environ.items() if key not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    with subprocess.Popen([server, "--no-daemon", "--disable-crypto", "--name", host_screen,
+                           "--address", "127.0.0.1:24899", "--config", str(path)],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, env={**env, "HOME": str(tmp_path)}) as process:
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                if "cannot read configuration" in line:
+                    return False, line
+                if "unable to open screen" in line or "started server" in line:
+                    return True, line
+            return False, "the server quit without reading the file"
+        finally:
+            process.kill()
+
+
+@pytest.mark.parametrize(("host_screen", "vm_screen", "side", "address"), [
+    ("desk", "windows", "right", "192.168.100.10"), ("my-pc.lan", "win_10", "left", "win10.local"),
+    ("a", "b", "up", None), ("host.", "vm", "down", "10.0.0.2"), ("x" * 63, "y", "right", "_gw")])
+def test_synergy_server_reads_what_vfiodesk_writes(tmp_path: Path, host_screen: str, vm_screen: str,
+                                                   side: str, address: str | None) -> None:
+    accepted, said = barrier_reads(server_config(host_screen, vm_screen, side, address), host_screen,
+                                   tmp_path)
+    assert accepted, said
+
+
+@pytest.mark.parametrize("name", ["a-", "a..b", "fe80::1", "-x", "host name", "a\nb", "caf\u00e9", ""])
+def test_names_vfiodesk_refuses_are_names_synergy_refuses(tmp_path: Path, name: str) -> None:
+    with pytest.raises(InputError, match="is not a Synergy screen name"):
+        server_config("desk", "windows", "right", name)
+    if "\n" not in name and name:  # a newline cannot even be written as one alias line
+        config = server_config("desk", "windows", "right", "ok").replace("\t\tok\n", f"\t\t{name}\n")
+        accepted, said = barrier_reads(config, "desk", tmp_path)
+        assert not accepted, said
