@@ -285,3 +285,10 @@ def test_click_usage_errors_carry_a_hint(argv: list[str], capsys: pytest.Capture
     lines = result.stderr.splitlines()
     assert lines[0].startswith("vfiodesk: error: ") and lines[1].startswith("hint: ")
     assert "--help" in lines[1]
+
+
+def test_bind_refuses_a_group_with_junk_in_sysfs(host: FakeHost, capsys: pytest.CaptureFixture[str]) -> None:
+    host.file("sys/devices/pci0000:00/0000:01:00.1/device", b"0xzz\n")  # the GPU's audio function
+    result = run_cli(capsys, "bind", "01:00.0", "--dry-run", "--root", str(host.root))
+    assert result.status == ExitStatus.ERROR and "0000:01:00.1 holds junk in sysfs" in result.stderr
+    assert (host.root / GPU / "driver_override").read_text() == "(null)\n"

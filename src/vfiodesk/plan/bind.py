@@ -78,6 +78,10 @@ def plan_bind(devices: Sequence[PciDevice], patterns: Sequence[PciPattern], usag
     if refusals and not force:
         raise RefusedError("; ".join(refusals), _FORCE_HINT)
     endpoints = [device for view in views for device in view.endpoints]
+    junk = next((device for device in endpoints if device.problems), None)
+    if junk is not None:  # a decision on a half-read device would be a guess
+        raise HostReadError(f"{junk.address} holds junk in sysfs: {junk.problems[0]}",
+                            "vfiodesk devices shows it; reboot (or reseat the card), or take a new snapshot")
     to_bind = tuple(device for device in endpoints if device.driver != VFIO_DRIVER)
     already = tuple(device for device in endpoints if device.driver == VFIO_DRIVER)
     boot_gpu_moves = any(device.is_display and device.boot_vga for device in to_bind)
