@@ -4,6 +4,9 @@ document's own style, and clear errors for input it will not read."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from lxml import etree
 
 from vfiodesk.domxml.document import MAX_DEPTH, DomainDocument
 from vfiodesk.errors import InputError
@@ -113,3 +116,52 @@ def test_a_new_document_is_built_indented() -> None:
 def test_input_it_will_not_read_is_a_clear_input_error(data: bytes, message: str) -> None:
     with pytest.raises(InputError, match=message):
         DomainDocument.parse(data)
+
+
+_NAMES = st.sampled_from(["a", "b", "disk", "q:arg", "x-y"])
+_TEXT = st.sampled_from(["", "x", " 1 ", "a &amp; b", "&lt;&#65;&gt;", "\n  ", "\n", "<![CDATA[ <raw> ]]>"])
+_VALUE = st.sampled_from(["", "v", "a &amp; b", "&quot;", "1 2", "&#10;"])
+
+
+@st.composite
+def _element(draw: st.DrawFn, depth: int = 0) -> str:
+    name = draw(_NAMES)
+    attributes = "".join(
+        f"{draw(st.sampled_from([' ', '  ', chr(10) + '    ']))}{key}{draw(st.sampled_from(['=', ' = ']))}"
+        + (f"'{value}'" if draw(st.booleans()) else f'"{value}"')
+        for key, value in draw(st.dictionaries(st.sampled_from(["k", "type", "q:id"]), _VALUE,
+                                               max_size=3)).items())
+    if depth >= 3 or draw(st.booleans()):
+        return f"<{name}{attributes}{draw(st.sampled_from(['/>', ' />']))}"
+    parts = [draw(_TEXT)]
+    for _ in range(draw(st.integers(0, 3))):
+        parts.append(draw(st.one_of(_element(depth + 1), st.just("<!-- c -->"), st.just("<?pi x?>"))))
+        parts.append(draw(_TEXT))
+    return f"<{name}{attributes}>{''.join(parts)}</{name}>"
+
+
+@st.composite
+def _document(draw: st.DrawFn) -> str:
+    body = "".join(draw(st.lists(_element(), max_size=4)))
+    prolog = draw(st.sampled_from(["", "<?xml version='1.0'?>\n", "<!-- warning -->\n", "\ufeff"]))
+    return f"{prolog}<domain xmlns:q='urn:q' type='kvm'>{body}</domain>{draw(st.sampled_from(['', chr(10)]))}"
+
+
+@settings(max_examples=150, deadline=None)
+@given(_document(), st.integers(0, 50), st.sampled_from(["new", "set", "drop", "remove"]))
+def test_any_document_round_trips_and_an_edit_writes_what_lxml_means(text: str, pick: int, edit: str) -> None:
+    doc = DomainDocument.parse(text)
+    assert doc.to_xml() == text
+    elements = [e for e in doc.root.iter() if isinstance(e.tag, str)]
+    target = elements[pick % len(elements)]
+    if edit == "new":
+        doc.append(target, "added", {"k": "it's \"new\" & <x>"}, "t&t")
+    elif edit == "set":
+        target.set("type", "a'b\"c")
+    elif edit == "drop" and target.attrib:
+        del target.attrib[next(iter(target.attrib))]
+    elif edit == "remove" and target is not doc.root:
+        doc.remove(target)
+    written = doc.to_xml()
+    expected = etree.tostring(doc.root, method="c14n")
+    assert etree.tostring(etree.fromstring(written.encode()), method="c14n") == expected

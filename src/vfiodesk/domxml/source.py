@@ -61,15 +61,15 @@ def scan(source: str, begin: int, max_depth: int) -> list[RawNode]:
         markup = source.find("<", position)
         if markup < 0:
             raise InputError("the domain XML ends inside an element", "check it with xmllint")
+        if source.startswith("<![CDATA[", markup):
+            position = source.index("]]>", markup) + 3  # part of the text around it
+            continue
         for node in pending_tail:
             node.tail_end = markup
         pending_tail.clear()
         if source.startswith("<!--", markup):
             stop = source.index("-->", markup) + 3
             node = RawNode("comment", "", markup, stop, stop, stop, depth=len(open_elements))
-        elif source.startswith("<![CDATA[", markup):
-            position = source.index("]]>", markup) + 3  # part of the text around it
-            continue
         elif source.startswith("<?", markup):
             stop = source.index("?>", markup) + 2
             node = RawNode("pi", "", markup, stop, stop, stop, depth=len(open_elements))
