@@ -109,6 +109,7 @@ def test_the_only_gpu_is_blocked_unless_named(tmp_path: Path, capsys: pytest.Cap
     assert "the only GPU (0000:00:02.0) is the host's display" in steps["gpu"]["summary"]
     named = plan(capsys, host, "--gpu", "00:02")["by_id"]
     assert named["gpu"]["status"] == "done" and "no host picture" in named["gpu"]["summary"]
+    assert named["vm"]["command"].split()[-5:-4] == ["--force"]  # vm create refuses it otherwise
     assert named["binding"]["summary"].startswith("libvirt:")  # an Intel GPU
 
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vfiodesk.checks.doctor import Finding, Status
-from vfiodesk.checks.groups import Role, classify_group
+from vfiodesk.checks.groups import Role, classify_group, find_host_display
 from vfiodesk.errors import InputError
 from vfiodesk.host.pci import group_devices
-from vfiodesk.model.pci import PciDevice, parse_pci_pattern
+from vfiodesk.model.pci import PciAddress, PciDevice, parse_pci_pattern
 from vfiodesk.plan.bind import NVIDIA_VENDOR, VFIO_DRIVER
 from vfiodesk.plan.vm import VIRTIO_DRIVER_FOLDER
 
@@ -133,6 +133,7 @@ class _Gpu:
     device: PciDevice | None
     problem: str  # why there is no usable GPU (empty when there is)
     companions: tuple[PciDevice, ...] = ()
+    host_display: bool = False  # the user named the host's own display
 
 
 def card_address(device: PciDevice) -> str:
@@ -161,37 +162,38 @@ def _find(devices: Sequence[PciDevice], text: str) -> list[PciDevice]:
 
 
 def choose_gpu(devices: Sequence[PciDevice], wanted: str | None) -> _Gpu:
-    """The GPU to pass: the one named, else the only one that is not the boot display."""
+    """The GPU to pass: the one named, else the only one that is not the host's own display."""
     gpus = [d for d in devices if d.is_display]
+    host_display = find_host_display(devices)
     if wanted:
         named = [d for d in _find(devices, wanted) if d.is_display]
         if not named:
             return _Gpu(None, f"{wanted} is not a GPU on this host (vfiodesk devices lists them)")
-        return _gpu_group(devices, named[0])
+        return _gpu_group(devices, named[0], host_display)
     if not gpus:
         return _Gpu(None, "no GPU found on this host")
-    spare = [d for d in gpus if not d.boot_vga]
+    spare = [d for d in gpus if d.address != host_display]
     if not spare:
         return _Gpu(None, f"the only GPU ({gpus[0].address}) is the host's display: the host would "
                           "have no picture while the VM runs; if that is what you want, name it with "
-                          f"--gpu {gpus[0].address}")
+                          f"--gpu {card_address(gpus[0])}")
     if len(spare) > 1:
         listed = ", ".join(str(d.address) for d in spare)
         return _Gpu(None, f"several GPUs could be passed ({listed}): choose one with --gpu")
-    return _gpu_group(devices, spare[0])
+    return _gpu_group(devices, spare[0], host_display)
 
 
-def _gpu_group(devices: Sequence[PciDevice], gpu: PciDevice) -> _Gpu:
+def _gpu_group(devices: Sequence[PciDevice], gpu: PciDevice, host_display: PciAddress | None) -> _Gpu:
     if gpu.iommu_group is None:
         return _Gpu(None, f"{gpu.address} has no IOMMU group (the IOMMU is off)")
     members = group_devices(devices).get(gpu.iommu_group, [])
-    view = classify_group(gpu.iommu_group, members, [gpu.address])
+    view = classify_group(gpu.iommu_group, members, [gpu.address], host_display)
     if view.strangers:
         strangers = ", ".join(f"{d.address} ({d.ids})" for d in view.strangers)
         return _Gpu(None, f"{gpu.address}'s IOMMU group {gpu.iommu_group} also holds {strangers}: "
                           "VFIO passes whole groups; move the card to a slot wired to the CPU")
     companions = tuple(d for d, role in view.roles if role is Role.COMPANION)
-    return _Gpu(gpu, "", companions)
+    return _Gpu(gpu, "", companions, host_display=gpu.address == host_display)
 
 
 def _usb_problem(devices: Sequence[PciDevice], wanted: str) -> str:
@@ -320,7 +322,7 @@ def _gpu_step(graph: _Graph, facts: SetupFacts, answers: Answers, iommu_on: bool
         device = gpu.device
         with_it = (" with " + ", ".join(f"{d.address} ({d.ids})" for d in gpu.companions)
                    if gpu.companions else "")
-        note = " (the host's boot display: no host picture while the VM runs)" if device.boot_vga else ""
+        note = " (the host's own display: no host picture while the VM runs)" if gpu.host_display else ""
         graph.add(SetupStep("gpu", "choose the GPU (and what goes with it)", StepStatus.DONE,
                             f"{device.address} ({device.ids}){with_it}, IOMMU group "
                             f"{device.iommu_group}, nothing else in it{note}", command))
@@ -497,4 +499,6 @@ def _create_command(graph: _Graph, answers: Answers, gpu: _Gpu, binding: str) ->
     # vfio-early: the card is on vfio-pci already; the hook keeps it there (libvirt would give
     # it back to the host driver when the VM stops).
     args += ["--binding", "libvirt" if binding == "libvirt" else "vfiodesk"]
+    if gpu.host_display:
+        args.append("--force")  # the user named the host's display on purpose
     return graph.vfiodesk(*args, libvirt=True)
