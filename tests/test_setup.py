@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 import uuid
@@ -239,3 +240,29 @@ def test_setup_yes_defines_the_vm_on_a_real_libvirtd(tmp_path: Path, capsys: pyt
         subprocess.run([*virsh, "pool-destroy", images.name], capture_output=True, check=False)
         subprocess.run([*virsh, "pool-undefine", images.name], capture_output=True, check=False)
         shutil.rmtree(images, ignore_errors=True)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_interactive_setup_asks_and_stops_when_told(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    host = _tree(tmp_path / "h")
+    # GPU (two candidates), USB controller, memory, two ISOs (later), binding (default), run? no.
+    monkeypatch.setattr("sys.stdin", _Terminal("0000:01:00.0\n0000:00:14.0\n4G\n\n\n\nn\n"))
+    result = run_cli(capsys, "setup", "--root", str(host.root), "--connect", TEST_URI)
+    assert result.status == 0, result.stdout + result.stderr
+    assert "Which GPU goes to the VM" in result.stdout and "vfio-early:" in result.stdout
+    assert "Stopped; run vfiodesk setup again" in result.stdout
+    assert not (host.root / "etc/libvirt/hooks/qemu.d/vfiodesk").exists()  # told not to
+    steps = plan(capsys, host)["by_id"]  # the answers were kept
+    assert "--gpu 01:00 --usb-controller 0000:00:14.0 --memory 4G" in steps["vm"]["command"]
+    assert "--binding vfiodesk" in steps["vm"]["command"]  # the default for an NVIDIA card
+
+
+def test_setup_without_a_terminal_or_yes_is_refused(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_cli(capsys, "setup", "--root", str(_tree(tmp_path / "h").root), "--connect", TEST_URI)
+    assert result.status == ExitStatus.USAGE and "--yes" in result.stderr
