@@ -62,6 +62,16 @@ def test_iommu_off_plans_the_kernel_parameters_and_blocks_what_needs_groups(
     assert set(payload["steps"][0]) == {"id", "title", "status", "summary", "command"}
 
 
+def test_iommu_asked_for_but_absent_points_at_the_firmware(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    host = _tree(tmp_path / "h", iommu=False)
+    host.file("proc/cmdline", "BOOT_IMAGE=/vmlinuz ro intel_iommu=off intel_iommu=on\n")
+    step = plan(capsys, host)["by_id"]["iommu"]
+    assert step["status"] == "blocked" and "enable VT-d in the firmware" in step["summary"]
+    host.file("proc/cmdline", "BOOT_IMAGE=/vmlinuz ro intel_iommu=on intel_iommu=off\n")
+    assert plan(capsys, host)["by_id"]["iommu"]["status"] == "todo"  # the last one wins
+
+
 def test_iommu_on_and_a_clean_nvidia_group(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     host = _tree(tmp_path / "h")
     payload = plan(capsys, host, "--gpu", "01:00", "--iso", "/isos/win10.iso",

@@ -166,7 +166,7 @@ def read_setup_facts(host: P.HostPaths, state: SetupState, uri: str | None) -> S
     defined, error = _domain_defined(state, uri)
     return SetupFacts(
         findings=run_checks(facts), devices=facts.devices or [], iommu_groups=len(facts.iommu_groups),
-        iommu_evidence=evidence, cpu_vendor=vendor, boot_id=read_boot_id(host),
+        iommu_evidence=evidence, cpu_vendor=vendor, boot_id=read_boot_id(host), cmdline=facts.cmdline,
         prime=read_prime_select(host), hook_installed=hook_installed(host),
         systemd=systemd_running(host), domain_defined=defined, libvirt_error=error,
         applied=state.active())
@@ -315,6 +315,9 @@ def _run_step(host: P.HostPaths, step: SetupStep, answers: Answers, root: str | 
         Path(input_config(root, answers)).parent.mkdir(parents=True, exist_ok=True)
     _vfiodesk(step.command)
     change = next((record.id for record in read_changes(host) if record.id not in before), None)
+    if change is None and step.command[1] == "host":
+        raise VfiodeskError(f"step {step.id!r} changed nothing, so a reboot would not help",
+                            "see its output above; vfiodesk doctor tells what is missing")
     return Applied(step.id, change=change, name=answers.name if step.id == "vm" else None,
                    file=input_config(root, answers) if step.id == "input" else None)
 

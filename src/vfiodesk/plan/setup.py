@@ -17,6 +17,7 @@ from vfiodesk.checks.doctor import Finding, Status
 from vfiodesk.checks.groups import Role, classify_group, find_host_display
 from vfiodesk.errors import InputError
 from vfiodesk.host.pci import group_devices
+from vfiodesk.model.cmdline import KernelCmdline
 from vfiodesk.model.pci import PciAddress, PciDevice, parse_pci_pattern
 from vfiodesk.plan.bind import NVIDIA_VENDOR, VFIO_DRIVER
 from vfiodesk.plan.vm import VIRTIO_DRIVER_FOLDER
@@ -101,6 +102,7 @@ class SetupFacts:
     iommu_evidence: str | None
     cpu_vendor: str  # intel, amd, unknown
     boot_id: str | None
+    cmdline: KernelCmdline | None = None  # the running kernel's
     prime: str | None = None  # prime-select query: nvidia, intel, on-demand; None: not installed
     hook_installed: bool = False
     systemd: bool = False  # systemd runs the host (sd_booted: /run/systemd/system exists)
@@ -285,6 +287,8 @@ def _iommu_steps(graph: _Graph, facts: SetupFacts, answers: Answers, hardware: S
     elif hardware.status is not StepStatus.DONE:
         graph.add(SetupStep("iommu", "turn the IOMMU on", StepStatus.BLOCKED,
                             "waits for step 'hardware'", command))
+    elif (firmware := _firmware_keeps_iommu_off(facts)) is not None:
+        graph.add(SetupStep("iommu", "turn the IOMMU on", StepStatus.BLOCKED, firmware, command))
     else:
         graph.add(SetupStep("iommu", "turn the IOMMU on", StepStatus.TODO,
                             f"add {word} to the kernel command line of future boots", command))
@@ -304,6 +308,24 @@ def _iommu_steps(graph: _Graph, facts: SetupFacts, answers: Answers, hardware: S
                             "the host rebooted but the IOMMU is still off (no IOMMU groups): enable "
                             "VT-d / AMD-Vi in the firmware setup, and check that /proc/cmdline has "
                             f"{word if facts.cpu_vendor == 'intel' else 'no iommu=off'}"))
+
+
+def _firmware_keeps_iommu_off(facts: SetupFacts) -> str | None:
+    """No groups although the running command line already asks for the IOMMU: no boot
+    parameter can help, the firmware has it off (kernel-parameters.txt: AMD-Vi is on unless
+    amd_iommu=off; Intel needs intel_iommu=on unless the kernel defaults it on)."""
+    line = facts.cmdline
+    if line is None:
+        return None
+    # The kernel reads every intel_iommu= in order: the last on/off wins.
+    if facts.cpu_vendor == "intel" and "on" in (line.last("intel_iommu") or "").split(","):
+        return ("intel_iommu=on is on the command line, yet there are no IOMMU groups: enable VT-d "
+                "in the firmware setup (BIOS/UEFI), then run vfiodesk setup again")
+    if facts.cpu_vendor == "amd" and "off" not in line.options("amd_iommu") and \
+            line.last("iommu") != "off":
+        return ("AMD-Vi is on by default, yet there are no IOMMU groups: enable the IOMMU (AMD-Vi, "
+                "sometimes 'IOMMU' or 'SVM') in the firmware setup, then run vfiodesk setup again")
+    return None
 
 
 def _gpu_step(graph: _Graph, facts: SetupFacts, answers: Answers, iommu_on: bool) -> _Gpu:
