@@ -13,6 +13,7 @@ import pytest
 
 from tests.cli import run_cli
 from tests.fakehost import FakeHost, ready_host
+from tests.fakekernel import FakeRunner
 from tests.test_pinning import intel_4c8t, write_topology
 from tests.test_vm import qemu_readable_dir
 from vfiodesk.errors import ExitStatus
@@ -124,12 +125,14 @@ def test_the_only_gpu_is_blocked_unless_named(tmp_path: Path, capsys: pytest.Cap
     assert named["binding"]["summary"].startswith("libvirt:")  # an Intel GPU
 
 
-@pytest.mark.parametrize(("discrete", "status"), [("on", "todo"), ("on-demand", "todo"), ("off", "done")])
-def test_nvidia_with_prime_select(tmp_path: Path, capsys: pytest.CaptureFixture[str], discrete: str,
-                                  status: str) -> None:
+@pytest.mark.parametrize(("answer", "status"), [("nvidia", "todo"), ("unknown", "todo"),
+                                                ("on-demand", "done"), ("intel", "done")])
+def test_nvidia_with_prime_select(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                  monkeypatch: pytest.MonkeyPatch, answer: str, status: str) -> None:
     host = _tree(tmp_path / "h")
-    host.file("usr/bin/prime-select")
-    host.file("etc/prime-discrete", discrete + "\n")
+    # nvidia-prime's prime-select, answering `query` from the tree (the tree-aware runner runs it).
+    host.file("usr/bin/prime-select", f'#!/bin/sh\n[ "$1" = query ] && echo {answer}\n').chmod(0o755)
+    monkeypatch.setattr("vfiodesk.cli.setup.CommandRunner", FakeRunner)
     payload = plan(capsys, host, "--gpu", "01:00")
     step = payload["by_id"]["prime"]
     assert step["status"] == status

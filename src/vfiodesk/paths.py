@@ -47,7 +47,6 @@ RUN_VFIODESK = "run/vfiodesk"
 RUN_LIBVIRT_QEMU = "run/libvirt/qemu"  # <domain>.pid of each running QEMU
 VAR_LIB_VFIODESK = "var/lib/vfiodesk"
 PROC_BOOT_ID = "proc/sys/kernel/random/boot_id"  # changes at every boot
-ETC_PRIME_DISCRETE = "etc/prime-discrete"  # nvidia-prime's choice: on (nvidia), off, on-demand
 RUN_SYSTEMD_SYSTEM = "run/systemd/system"  # exists when systemd runs the host (sd_booted(3))
 # Host configuration (vfiodesk host ...): boot loaders, initramfs, services.
 SYS_FIRMWARE_EFI = "sys/firmware/efi"

@@ -29,9 +29,10 @@ from vfiodesk.cli.options import (
     json_option,
     root_option,
 )
+from vfiodesk.desktop.prime import query_prime_profile
 from vfiodesk.errors import ExitStatus, InputError, RefusedError, VfiodeskError
 from vfiodesk.host.facts import read_host_facts
-from vfiodesk.host.setup_facts import hook_installed, read_boot_id, read_prime_select, systemd_running
+from vfiodesk.host.setup_facts import hook_installed, read_boot_id, systemd_running
 from vfiodesk.hostfiles.atomic import remove, write_atomic
 from vfiodesk.hostfiles.journal import read_changes
 from vfiodesk.hostfiles.setup_state import SetupState, read_setup_state, save_setup_state
@@ -159,6 +160,7 @@ def undo(dry_run: bool, uri: str | None, root: str | None) -> None:
 
 def read_setup_facts(host: P.HostPaths, state: SetupState, uri: str | None) -> SetupFacts:
     facts = read_host_facts(host, user=os.environ.get("SUDO_USER"))
+    facts.prime_profile = query_prime_profile(host, CommandRunner(host))
     evidence = next((line.strip() for line in facts.iommu_log or () if any(
         mark in line for mark in ("IOMMU enabled", "AMD-Vi: Interrupt remapping", "Found IOMMU"))), None)
     cpu = facts.cpu
@@ -167,7 +169,7 @@ def read_setup_facts(host: P.HostPaths, state: SetupState, uri: str | None) -> S
     return SetupFacts(
         findings=run_checks(facts), devices=facts.devices or [], iommu_groups=len(facts.iommu_groups),
         iommu_evidence=evidence, cpu_vendor=vendor, boot_id=read_boot_id(host), cmdline=facts.cmdline,
-        prime=read_prime_select(host), hook_installed=hook_installed(host),
+        prime=facts.prime_profile, hook_installed=hook_installed(host),
         systemd=systemd_running(host), domain_defined=defined, libvirt_error=error,
         applied=state.active())
 
@@ -299,8 +301,9 @@ def _walk(host: P.HostPaths, state: SetupState, answers: Answers, root: str | No
 def _run_step(host: P.HostPaths, step: SetupStep, answers: Answers, root: str | None) -> Applied:
     assert step.command is not None
     if step.command[0] != "vfiodesk":  # prime-select
-        previous = read_prime_select(host)
-        CommandRunner(host).run(step.command)
+        runner = CommandRunner(host)
+        previous = query_prime_profile(host, runner)
+        runner.run(step.command)
         return Applied(step.id, previous=previous)
     before = {record.id for record in read_changes(host)}
     if step.id == "msi":

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from vfiodesk.checks.doctor import Finding, Status
+from vfiodesk.checks.doctor import PRIME_FREE_PROFILES, Finding, Status
 from vfiodesk.checks.groups import Role, classify_group, find_host_display
 from vfiodesk.errors import InputError
 from vfiodesk.host.pci import group_devices
@@ -103,7 +103,7 @@ class SetupFacts:
     cpu_vendor: str  # intel, amd, unknown
     boot_id: str | None
     cmdline: KernelCmdline | None = None  # the running kernel's
-    prime: str | None = None  # prime-select query: nvidia, intel, on-demand; None: not installed
+    prime: str | None = None  # prime-select query (nvidia, intel, on-demand, unknown); None: none
     hook_installed: bool = False
     systemd: bool = False  # systemd runs the host (sd_booted: /run/systemd/system exists)
     domain_defined: bool | None = None  # None: libvirt could not be asked
@@ -373,10 +373,10 @@ def _prime_step(graph: _Graph, facts: SetupFacts, gpu: _Gpu) -> None:
                             "not an NVIDIA card with prime-select" if not nvidia else
                             "prime-select is not installed: the desktop does not use the NVIDIA card"))
         return
-    if facts.prime == "intel" or "prime" in facts.applied:
+    if facts.prime in PRIME_FREE_PROFILES or "prime" in facts.applied:
         graph.add(SetupStep("prime", title, StepStatus.DONE,
-                            "prime-select: intel (the desktop runs on the integrated GPU once you "
-                            "log in again)", ("prime-select", "intel")))
+                            f"prime-select: {facts.prime} (the desktop leaves the NVIDIA card free "
+                            "once you log in again)", ("prime-select", "intel")))
         return
     graph.add(SetupStep("prime", title, StepStatus.TODO,
                         f"prime-select query says {facts.prime}: the desktop would hold the card; "
