@@ -154,7 +154,7 @@ def test_up_and_down_on_a_real_libvirtd(host: FakeHost, libvirtd: str,
     this_machines_cpus(host)
     name = f"vfiodesk-up-{uuid.uuid4().hex[:8]}"
     made = run_cli(capsys, "vm", "create", name, "--root", str(host.root), "--connect", libvirtd,
-                   "--domain-type", "qemu", "--memory", "256M", "--network", "default")
+                   "--domain-type", "qemu", "--memory", "256M", "--network", "default", "--os", "win10")
     assert made.status == 0, made.stderr
     virsh = ["virsh", "-c", libvirtd]
     try:

@@ -17,12 +17,13 @@ from vfiodesk.paths import HostPaths
 OVMF = Path("/usr/share/OVMF")
 ENROLLED = OVMF / "OVMF_VARS_4M.ms.fd"  # Debian 12's template: Microsoft's 2011 keys only
 BLANK = OVMF / "OVMF_VARS_4M.fd"
+VIRT_FW_VARS = Path(__file__).parents[1] / ".venv/bin/virt-fw-vars"
 
 
 def virt_fw_subjects(path: Path) -> str:
     """What the firmware maintainers' own tool prints: the independent reader."""
-    done = subprocess.run([str(Path(__file__).parents[1] / ".venv/bin/virt-fw-vars"), "-i", str(path),
-                           "-p", "-v"], capture_output=True, text=True, check=True)
+    done = subprocess.run([str(VIRT_FW_VARS), "-i", str(path), "-p", "-v"], capture_output=True, text=True,
+                          check=True)
     return done.stdout
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
@@ -13,6 +14,7 @@ import pytest
 from tests.cli import run_cli
 from tests.fakehost import FakeHost, ready_host
 from tests.test_pinning import Core, intel_4c8t, write_topology
+from tests.test_varstore import VIRT_FW_VARS, virt_fw_subjects
 from vfiodesk.errors import ExitStatus
 from vfiodesk.host.cpu import read_cpu_topology
 from vfiodesk.paths import HostPaths
@@ -60,9 +62,12 @@ CASES = {
     "vm-create-gpu-q35.xml": ["--gpu", "01:00", "--usb-controller", "00:14.0", "--cpus", "6",
                               "--memory", "16G", "--memory-current", "8G",
                               "--iso", "/isos/win10.iso", "--virtio-iso", "/isos/virtio-win.iso",
-                              "--disk", "/dev/vg0/win10", "--domain-type", "kvm"],
+                              "--disk", "/dev/vg0/win10", "--domain-type", "kvm", "--os", "win10"],
+    "vm-create-win11-gpu-q35.xml": ["--gpu", "01:00", "--cpus", "6", "--memory", "16G",
+                                    "--iso", "/isos/win10.iso", "--virtio-iso", "/isos/virtio-win.iso",
+                                    "--disk", "/dev/vg0/win11", "--domain-type", "kvm"],
     "vm-create-i440fx-macvtap.xml": ["--chipset", "i440fx", "--network", "macvtap:enp3s0", "--hugepages",
-                                     "--hypervclock", "--cpus", "2", "--domain-type", "kvm"],
+                                     "--hypervclock", "--cpus", "2", "--domain-type", "kvm", "--os", "win10"],
 }
 
 
@@ -108,6 +113,8 @@ def test_profile_sets_options_and_the_command_line_wins(host: FakeHost, tmp_path
     (["--disk", "pool-only"], "neither an absolute path nor POOL/VOL"),
     (["--disk", "default/v,size=10G,format=vmdk"], "is not raw or qcow2"),
     (["--network", "macvtap:not an iface"], "is not a network interface name"),
+    (["--chipset", "i440fx"], "Windows 11 needs Secure Boot, which OVMF offers on q35 only"),
+    (["--os", "win7"], "'win7' is not one of"),
 ])
 def test_bad_input_is_refused(host: FakeHost, capsys: pytest.CaptureFixture[str], args: list[str],
                               message: str) -> None:
@@ -131,10 +138,23 @@ def this_machines_cpus(tree: FakeHost) -> None:
     write_topology(tree.root, [Core(tuple(core)) for core in topology.cores()])
 
 
+def with_this_machines_firmware(tree: FakeHost) -> None:
+    """The tree's OVMF, firmware descriptors and libvirt's varstore folder are this machine's,
+    so the varstore vm create writes is the one the real libvirtd boots."""
+    for relative in ("usr/share/OVMF", "usr/share/qemu", "var/lib/libvirt/qemu/nvram"):
+        Path("/", relative).mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tree.root / relative, ignore_errors=True)  # the tree's stand-in firmware
+        (tree.root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tree.root / relative).symlink_to(Path("/", relative))
+
+
 @pytest.mark.libvirt
 def test_create_defines_and_starts_in_a_real_libvirtd(host: FakeHost, tmp_path: Path, libvirtd: str,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The default (Windows 11) VM under TCG: swtpm's TPM 2.0, Secure Boot OVMF, a varstore
+    with Microsoft's 2011 and 2023 keys as the firmware maintainers' own tool reads it."""
     this_machines_cpus(host)
+    with_this_machines_firmware(host)
     name, pool = f"vfiodesk-test-{uuid.uuid4().hex[:8]}", f"vfiodesk-pool-{uuid.uuid4().hex[:8]}"
     images = qemu_readable_dir()
     virsh = ["virsh", "-c", libvirtd]
@@ -152,13 +172,26 @@ def test_create_defines_and_starts_in_a_real_libvirtd(host: FakeHost, tmp_path: 
         assert started.returncode == 0, started.stderr
         state = subprocess.run([*virsh, "domstate", name], capture_output=True, text=True, check=True)
         assert state.stdout.strip() == "running"
+        live = subprocess.run([*virsh, "dumpxml", name], capture_output=True, text=True,
+                              check=True).stdout.replace("'", '"')
+        assert '<tpm model="tpm-crb">' in live and 'type="emulator" version="2.0"' in live
+        assert 'secure="yes"' in live and "OVMF_CODE_4M.ms.fd" in live and '<smm state="on"/>' in live
+        nvram = Path(f"/var/lib/libvirt/qemu/nvram/{name}_VARS.fd")
+        printed = virt_fw_subjects(nvram)
+        for subject in ("Microsoft Corporation KEK CA 2011", "Microsoft Corporation KEK 2K CA 2023",
+                        "Microsoft Windows Production PCA 2011", "Windows UEFI CA 2023",
+                        "Microsoft UEFI CA 2023", "Microsoft Option ROM UEFI CA 2023"):
+            assert f"CN={subject}" in printed
+        compact = subprocess.run([str(VIRT_FW_VARS), "-i", str(nvram), "-p"], capture_output=True, text=True,
+                                 check=True).stdout
+        assert re.search(r"^SecureBootEnable\s*: bool: ON$", compact, re.M), compact
         again = run_cli(capsys, "vm", "create", name, "--root", str(host.root), "--connect", libvirtd,
                         "--domain-type", "qemu", "--disk", f"{pool}/other.qcow2,size=64M")
         assert again.status == ExitStatus.USAGE and "already exists" in again.stderr
         assert not (images / "other.qcow2").exists()
     finally:
         subprocess.run([*virsh, "destroy", name], capture_output=True, check=False)
-        subprocess.run([*virsh, "undefine", name, "--nvram"], capture_output=True, check=False)
+        subprocess.run([*virsh, "undefine", name, "--nvram", "--tpm"], capture_output=True, check=False)
         subprocess.run([*virsh, "pool-destroy", pool], capture_output=True, check=False)
         shutil.rmtree(images, ignore_errors=True)
 
@@ -174,7 +207,7 @@ def test_missing_network_leaves_no_domain_and_no_volume(host: FakeHost, tmp_path
                    capture_output=True)
     try:
         result = run_cli(capsys, "vm", "create", name, "--root", str(host.root), "--connect", libvirtd,
-                         "--domain-type", "qemu", "--cpus", "2", "--network", "no-such-net",
+                         "--domain-type", "qemu", "--cpus", "2", "--network", "no-such-net", "--os", "win10",
                          "--disk", f"{pool}/{name}.raw,size=16M")
         assert result.status == 1 and "no libvirt network 'no-such-net'" in result.stderr
         assert list(images.iterdir()) == []

@@ -144,3 +144,22 @@ def test_a_bad_domain_is_an_input_error(host: FakeHost, tmp_path: Path,
     assert result.status == ExitStatus.USAGE and "not <domain>" in result.stderr
     table = run_cli(capsys, "vm", "audit", "--xml", str(tmp_path / "missing.xml"), "--root", str(host.root))
     assert table.status == ExitStatus.USAGE and "does not exist" in table.stderr
+
+
+@pytest.mark.parametrize("os_version", ["win11", "win10"])
+def test_a_created_domain_has_no_fail(os_version: str, host: FakeHost, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    created = run_cli(capsys, "vm", "create", "desk", "--print-xml", "--root", str(host.root),
+                      "--os", os_version, "--gpu", "01:00", "--cpus", "4", "--disk", "/dev/vg0/desk",
+                      "--domain-type", "kvm")
+    assert created.status == 0, created.stderr
+    path = tmp_path / "desk.xml"
+    path.write_text(created.stdout)
+    result = run_cli(capsys, "vm", "audit", "--xml", str(path), "--json", "--root", str(host.root))
+    found = findings(result)
+    assert result.status == ExitStatus.OK and not [f for f in found.values() if f["status"] == "fail"]
+    for passing in ("machine", "firmware", "secure-boot", "hyperv", "timers", "cpu-mode", "cpu-pinning",
+                    "cpu-emulator", "cpu-layout", "memory-balloon", "disks", "gpu-group"):
+        assert found[passing]["status"] == "pass", found[passing]
+    assert ("tpm" in found) == (os_version == "win11")
+

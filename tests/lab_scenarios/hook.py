@@ -30,7 +30,7 @@ def emit(step: str, **data: object) -> None:
 def create(name: str, *devices: str) -> subprocess.CompletedProcess[str]:
     # The lab's GPU is its only one, so the host's own display: passing it takes --force.
     return vfiodesk("vm", "create", name, "--domain-type", "qemu", "--memory", "256M", "--network", "",
-                    "--binding", "vfiodesk", "--force", *devices)
+                    "--binding", "vfiodesk", "--force", "--os", "win10", *devices)
 
 
 def main() -> None:

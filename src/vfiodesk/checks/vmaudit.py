@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from vfiodesk.checks.doctor import Finding, Status
 from vfiodesk.domxml.document import DomainDocument, Element, attributes_of
-from vfiodesk.domxml.tune import pci_hostdevs
+from vfiodesk.domxml.tune import pci_hostdevs, windows_version
 from vfiodesk.errors import InputError
 from vfiodesk.host.pci import group_devices
 from vfiodesk.host.system import CpuInfo
@@ -24,8 +24,6 @@ from vfiodesk.model.topology import CpuTopology
 from vfiodesk.plan.guest import TIMERS, GuestFeatures, plan_guest_features
 from vfiodesk.plan.pinning import GuestTopology
 
-LIBOSINFO_NS = "http://libosinfo.org/xmlns/libvirt/domain/1.0"
-_WIN_NAME = re.compile(r"win(?:dows)?[-_ ]?(1[01])(?!\d)", re.IGNORECASE)
 _WEIGHT = {Status.PASS: 1.0, Status.WARN: 0.5, Status.FAIL: 0.0}
 
 
@@ -54,17 +52,6 @@ class Audit:
         return {"score": self.score, "findings": [
             {"id": f.id, "status": f.status.value, "summary": f.summary, "hint": f.hint}
             for f in self.findings]}
-
-
-def windows_version(doc: DomainDocument) -> str | None:
-    """win11/win10 from libosinfo's metadata (virt-install, virt-manager, vm create), else the name."""
-    for element in doc.root.iter(f"{{{LIBOSINFO_NS}}}os"):
-        os_id = element.get("id", "")
-        for version in ("11", "10"):
-            if os_id.rstrip("/").endswith(f"/win/{version}"):
-                return f"win{version}"
-    found = _WIN_NAME.search(doc.name)
-    return f"win{found.group(1)}" if found else None
 
 
 def audit_domain(doc: DomainDocument, facts: AuditFacts, *,

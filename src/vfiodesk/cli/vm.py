@@ -14,14 +14,18 @@ from vfiodesk.cli.domain_io import read_domain, write_domain
 from vfiodesk.cli.options import connect_option, host_paths, root_option
 from vfiodesk.domxml.document import DomainDocument
 from vfiodesk.domxml.tune import hostdev_addresses
-from vfiodesk.errors import InputError, RefusedError
+from vfiodesk.errors import InputError, RefusedError, VfiodeskError
 from vfiodesk.host.cpu import read_cpu_topology
 from vfiodesk.host.pci import read_pci_device, scan_pci_devices
+from vfiodesk.host.system import read_cpuinfo
 from vfiodesk.host.usage import HostUsage
+from vfiodesk.host.varstore import find_secure_boot_firmware
+from vfiodesk.hostfiles.varstore import apply_2023_keys
 from vfiodesk.model.pci import PciDevice, parse_pci_pattern
 from vfiodesk.paths import HostPaths
 from vfiodesk.plan.bind import plan_bind
-from vfiodesk.plan.pinning import plan_pinning
+from vfiodesk.plan.guest import GuestFeatures, guest_mirrors_host, plan_guest_features
+from vfiodesk.plan.pinning import PinningPlan, plan_pinning
 from vfiodesk.plan.vm import (
     VIRTIO_DRIVER_FOLDER,
     TuneRequest,
@@ -30,6 +34,7 @@ from vfiodesk.plan.vm import (
     load_profile,
     merge,
     new_domain,
+    nvram_path,
     parse_disk,
     plan_retune,
     plan_tuning,
@@ -58,8 +63,37 @@ def passed_devices(host: HostPaths, request: VmRequest, *, force: bool = False) 
     return list(plan.devices)
 
 
+def guest_features(host: HostPaths, domain_type: str, plan: PinningPlan, *,
+                   nested: bool = False) -> GuestFeatures:
+    """Enlightenments and CPU features for this host (cache passthrough when the pins are whole cores)."""
+    topology = read_cpu_topology(host)
+    return plan_guest_features(domain_type, read_cpuinfo(host), nested=nested,
+                               mirrors_host=guest_mirrors_host(plan.guest, topology.threads_per_core))
+
+
+def _is_local(uri: str | None) -> bool:
+    return not uri or uri.startswith("qemu:///")
+
+
+def _new_varstore(host: HostPaths, request: VmRequest, uri: str | None) -> tuple[Path, Path] | None:
+    """(the VM's varstore, its template) for a win11 VM on this host; None elsewhere (libvirt
+    then copies the template itself, without the 2023 keys)."""
+    if request.os != "win11" or not _is_local(uri):
+        return None
+    firmware = find_secure_boot_firmware(host)
+    if firmware is None:
+        raise VfiodeskError("no OVMF build with Secure Boot and enrolled keys is described in "
+                            "/usr/share/qemu/firmware", "install OVMF (Debian: apt-get install ovmf), "
+                            "or make a Windows 10 VM: --os win10")
+    target = Path(host(nvram_path(request.name).lstrip("/")))
+    if target.exists():
+        raise InputError(f"{nvram_path(request.name)} already exists (a varstore left by an earlier VM "
+                         f"named {request.name})", "move it away, or pick another name")
+    return target, Path(host(firmware.nvram_template.lstrip("/")))
+
+
 def _check_local_files(host: HostPaths, request: VmRequest, uri: str | None) -> None:
-    if uri and not uri.startswith("qemu:///"):
+    if not _is_local(uri):
         return  # files live on the remote host; libvirt will say if they are missing
     for label, path in (("--iso", request.iso), ("--virtio-iso", request.virtio_iso)):
         if path and not os.path.isfile(host(path.lstrip("/"))):
@@ -82,6 +116,12 @@ def _check_local_files(host: HostPaths, request: VmRequest, uri: str | None) -> 
 @click.option("--network", help="libvirt network NAME (default) or macvtap:IFACE.")
 @click.option("--hugepages/--no-hugepages", default=None)
 @click.option("--hypervclock/--no-hypervclock", default=None)
+@click.option("--os", "os_version", type=click.Choice(["win11", "win10"]),
+              help="win11 (default): TPM 2.0, Secure Boot with Microsoft's 2023 keys; win10: neither.")
+@click.option("--balloon/--no-balloon", default=None,
+              help="A virtio balloon (default: off with a passed GPU, whose VFIO mapping pins all RAM).")
+@click.option("--nested", is_flag=True, default=None,
+              help="Nested virtualization in the guest (WSL2, VBS): adds hv-evmcs on Intel.")
 @click.option("--domain-type", type=click.Choice(["kvm", "qemu"]), help="Default: kvm when /dev/kvm exists.")
 @click.option("--binding", type=click.Choice(["libvirt", "vfiodesk"]), default=None,
               help="Who binds the hostdevs: libvirt (managed='yes') or vfiodesk's hook.")
@@ -98,6 +138,7 @@ def create(name: str, profile: Path | None, print_xml: bool, force: bool, uri: s
     binding = options.pop("binding")
     if binding is not None:
         options["managed"] = binding == "libvirt"
+    options["os"] = options.pop("os_version")
     request = merge(load_profile(profile, name) if profile else VmRequest(name=name), options)
     # As every file argument: a relative ISO path is relative to the current directory.
     request = replace(request, **{key: os.path.abspath(value) for key in ("iso", "virtio_iso")
@@ -112,7 +153,11 @@ def create(name: str, profile: Path | None, print_xml: bool, force: bool, uri: s
     passed = passed_devices(host, request, force=force or request.single_gpu)
     if request.single_gpu:
         check_single_gpu(passed)
+    features = guest_features(host, domain_type, plan, nested=request.nested)
     disk = parse_disk(request.disk)
+    if request.memory_current and passed and request.balloon is not False:
+        click.echo("note: --memory-current saves no host memory here: with a passed-through device "
+                   "every page of guest RAM is pinned when the VM starts", err=True)
     _check_local_files(host, request, uri)
     if disk is not None and disk.path is not None and not disk.new and not print_xml and \
             not os.path.exists(host(disk.path.lstrip("/"))):
@@ -124,7 +169,7 @@ def create(name: str, profile: Path | None, print_xml: bool, force: bool, uri: s
                              "give the disk as an absolute path, or drop --print-xml to create it")
         path = disk.path if disk else None
         doc = plan_tuning(new_domain(request, domain_type), request, plan, passed, path,
-                          disk.format if disk else "raw")
+                          disk.format if disk else "raw", features)
         click.echo(doc.to_xml(), nl=False)
         return
     from vfiodesk import virt
@@ -133,6 +178,7 @@ def create(name: str, profile: Path | None, print_xml: bool, force: bool, uri: s
         if virt.domain_exists(conn, name):
             raise InputError(f"a domain named {name!r} already exists",
                              f"pick another name, or tune it: vfiodesk vm tune {name}")
+        varstore = _new_varstore(host, request, uri)
         volume, path, new_pool = None, disk.path if disk else None, None
         if disk is not None and disk.new and disk.path is not None:
             volume, path, new_pool = virt.create_volume_at(conn, disk.path, disk.size, disk.format)
@@ -140,19 +186,29 @@ def create(name: str, profile: Path | None, print_xml: bool, force: bool, uri: s
             volume, path = virt.create_volume(conn, disk.pool, disk.volume, disk.size, disk.format)
         try:
             doc = plan_tuning(new_domain(request, domain_type), request, plan, passed, path,
-                              disk.format if disk else "raw")
+                              disk.format if disk else "raw", features)
             # Networks first: a missing network must fail before anything is defined.
             virt.autostart_networks(conn, [request.network] if request.network and
                                     not request.network.startswith("macvtap:") else [])
+            if varstore is not None:
+                apply_2023_keys(varstore[0], nvram_path(name), template=varstore[1])
             virt.define_domain(conn, doc.to_xml())
         except BaseException:
             if volume is not None:
                 virt.delete_volume(volume)
             if new_pool is not None:
                 virt.delete_pool(new_pool)
+            if varstore is not None:
+                varstore[0].unlink(missing_ok=True)
             raise
     click.echo(f"defined {name}: {len(plan.vcpu_pins)} vCPUs on host CPUs {plan.vm_cpus}, "
                f"{len(passed)} passed-through function(s)")
+    if varstore is not None:
+        click.echo(f"{nvram_path(name)}: Secure Boot on, Microsoft's 2011 and 2023 keys enrolled; TPM 2.0 "
+                   "emulated by swtpm")
+    elif request.os == "win11":
+        click.echo("note: libvirt makes the varstore on the VM's host from its template (2011 keys only): "
+                   f"run vfiodesk vm tune {name} --secure-boot-keys 2023 there", err=True)
     if request.virtio_iso:
         click.echo("During Windows setup, load the disk driver from the virtio-win CD: "
                    + VIRTIO_DRIVER_FOLDER)
@@ -184,13 +240,15 @@ def create(name: str, profile: Path | None, print_xml: bool, force: bool, uri: s
 @click.option("--single-gpu/--no-single-gpu", default=None,
               help="Mark the VM's GPU as the host's only one (the hook then binds it, stopping the "
                    "desktop while the VM runs; implies --binding vfiodesk); default: as recorded.")
+@click.option("--secure-boot-keys", "secure_boot_keys", type=click.Choice(["2023"]),
+              help="Enroll Microsoft's 2023 Secure Boot keys in the VM's varstore (old file kept).")
 @click.option("--print-xml", is_flag=True, help="Print the tuned XML.")
 @click.option("--diff", is_flag=True, help="Print what would change.")
 @connect_option
 @root_option
 def tune_command(name: str | None, xml_file: Path | None, cpus: int | None, record_devices: bool,
-                 post_install_flag: bool, print_xml: bool, diff: bool, uri: str | None, root: str | None,
-                 **options: Any) -> None:
+                 post_install_flag: bool, secure_boot_keys: str | None, print_xml: bool, diff: bool,
+                 uri: str | None, root: str | None, **options: Any) -> None:
     """Apply the seed's tuning to an existing domain (NAME or --xml), in place, keeping the
     user's own choices; twice changes nothing."""
     request = TuneRequest(post_install=post_install_flag, **options)
@@ -202,7 +260,8 @@ def tune_command(name: str | None, xml_file: Path | None, cpus: int | None, reco
                      for address in hostdev_addresses(doc)) if record_devices else None
     if request.single_gpu:
         check_single_gpu([read_pci_device(host, address) for address in hostdev_addresses(doc)])
-    for note in plan_retune(doc, request, plan, recorded):
+    features = guest_features(host, doc.domain_type, plan)
+    for note in plan_retune(doc, request, plan, recorded, features):
         click.echo(f"note: {note}", err=True)
     after = doc.to_xml()
     if diff:
@@ -214,6 +273,23 @@ def tune_command(name: str | None, xml_file: Path | None, cpus: int | None, reco
         click.echo(after, nl=False)
     elif not diff:
         write_domain(doc, name, xml_file, uri)
+    if secure_boot_keys:
+        _enroll_2023_keys(host, doc, apply=not (print_xml or diff))
+
+
+def _enroll_2023_keys(host: HostPaths, doc: DomainDocument, *, apply: bool) -> None:
+    nvram = (doc.root.findtext("os/nvram") or "").strip()
+    if not nvram:
+        raise InputError("the domain names no <nvram> varstore",
+                         "start the VM once (libvirt makes it), or create it with vfiodesk vm create")
+    if not apply:
+        click.echo(f"would enroll Microsoft's 2023 keys in {nvram} (backup kept)", err=True)
+        return
+    keys, backup = apply_2023_keys(Path(host(nvram.lstrip("/"))), nvram)
+    click.echo(f"{nvram}: Microsoft's 2023 keys enrolled" + (f"; the old varstore is {backup}" if backup
+                                                            else " already; nothing written"), err=True)
+    if not keys.secure_boot:
+        click.echo("note: SecureBootEnable is off in this varstore", err=True)
 
 
 def _vcpus(doc: DomainDocument) -> int | None:

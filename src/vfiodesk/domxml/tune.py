@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from vfiodesk.domxml.document import DomainDocument, Element, set_attributes
 from vfiodesk.errors import InputError, RefusedError
 from vfiodesk.model.pci import PciAddress
+from vfiodesk.plan.guest import EVMCS, TIMERS, GuestFeatures
 from vfiodesk.plan.pinning import PinningPlan
 
-HYPERV_VENDOR_ID = "vfiodesk0000"  # 12 chars max; NVIDIA's old drivers refused VMs with "Microsoft Hv"
+LIBOSINFO_NS = "http://libosinfo.org/xmlns/libvirt/domain/1.0"  # what virt-install/virt-manager write
+_WIN_NAME = re.compile(r"win(?:dows)?[-_ ]?(1[01])(?!\d)", re.IGNORECASE)
 QEMU_NAMESPACE = "http://libvirt.org/schemas/domain/qemu/1.0"
 _TOP_ORDER = ("name", "uuid", "title", "description", "metadata", "memory", "currentMemory",
               "memoryBacking", "vcpu", "iothreads", "cputune")
@@ -44,9 +46,10 @@ def _count(text: str | None) -> int | None:
     return int(text) if text is not None and text.strip().isdigit() else None
 
 
-def tune_cpu(doc: DomainDocument, plan: PinningPlan) -> None:
-    """vcpu, cputune pins and cpu topology (formatdomain.html#cpu-tuning, #cpu-model-and-topology).
-    Pins are edited in place, so the user's other <cputune> settings stay."""
+def tune_cpu(doc: DomainDocument, plan: PinningPlan, features: GuestFeatures) -> None:
+    """vcpu, cputune pins, cpu topology and features (formatdomain.html#cpu-tuning,
+    #cpu-model-and-topology). Pins are edited in place, so the user's other <cputune> settings
+    stay; a feature or cache element the user wrote stays as written."""
     vcpus = len(plan.vcpu_pins)
     vcpu = doc.set_text("vcpu", str(vcpus), after=_after("vcpu"))
     if vcpu.get("placement") is None:
@@ -88,6 +91,15 @@ def tune_cpu(doc: DomainDocument, plan: PinningPlan) -> None:
     if topology.get("dies") is not None or plan.guest.dies != 1:
         wanted_topology["dies"] = str(plan.guest.dies)
     set_attributes(topology, wanted_topology)
+    if features.cache_passthrough and cpu.find("cache") is None:
+        doc.child("cache", cpu, after=("topology",)).set("mode", "passthrough")
+    for name, _why in features.cpu_features:
+        if cpu.find(f"feature[@name='{name}']") is None:
+            doc.append(cpu, "feature", {"policy": "require", "name": name})
+    # QEMU's migratable=on drops unmigratable features such as invtsc; a VM with a VFIO device
+    # cannot migrate anyway.
+    if cpu.find("feature[@name='invtsc'][@policy='require']") is not None and cpu.get("migratable") == "on":
+        cpu.set("migratable", "off")
 
 
 # --- memory (formatdomain.html#memory-allocation) ---------------------------------------------
@@ -157,48 +169,96 @@ def tune_memory(doc: DomainDocument, memory: int | None, current: int | None,
     return [note for note in notes if note]
 
 
-def add_balloon(doc: DomainDocument) -> None:
-    """A virtio balloon on a new VM (libvirt adds the same when none is written)."""
+def add_balloon(doc: DomainDocument, balloon: bool = True) -> None:
+    """A virtio balloon on a new VM (libvirt adds the same when none is written), or an explicit
+    model='none'."""
     if not list(doc.iter_devices("memballoon")):
-        doc.append(doc.devices, "memballoon", {"model": "virtio"})
+        doc.append(doc.devices, "memballoon", {"model": "virtio" if balloon else "none"})
 
 
 # --- features and clock (formatdomain.html#hypervisor-features, #time-keeping) ----------------
 
-def tune_features(doc: DomainDocument, *, hypervclock: bool) -> None:
-    """Hyper-V enlightenments kept (with a vendor_id) and the KVM signature hidden: the seed
-    removed <hyperv> for NVIDIA's error 43; hiding KVM + a vendor_id keeps the speed.
-    Only what is missing is added: a user's state, retries, vendor_id and clock stay."""
-    features = doc.child("features", after=(*_after("cputune"), "cputune", "os"))
-    doc.child("acpi", features)
-    doc.child("apic", features)
-    hyperv = features.find("hyperv")
+def tune_features(doc: DomainDocument, features: GuestFeatures, *, hypervclock: bool) -> None:
+    """The Hyper-V enlightenments of ``features`` (plan/guest.py says why each), the KVM signature
+    hidden and the Windows timers. The seed removed <hyperv> for NVIDIA's error 43; hiding KVM
+    and a vendor_id keeps the speed. Only what is missing is added: a user's state, retries,
+    vendor_id and timers stay."""
+    root_features = doc.child("features", after=(*_after("cputune"), "cputune", "os"))
+    doc.child("acpi", root_features)
+    doc.child("apic", root_features)
+    hyperv = root_features.find("hyperv")
     if hyperv is None:
-        hyperv = doc.append(features, "hyperv", {"mode": "custom"})
-    for name, attributes in (("relaxed", {"state": "on"}), ("vapic", {"state": "on"}),
-                             ("spinlocks", {"state": "on", "retries": "8191"}),
-                             ("vendor_id", {"state": "on", "value": HYPERV_VENDOR_ID})):
-        element = doc.child(name, hyperv)
-        if element.get("state") == "off" or (name == "vendor_id" and element.get("value")):
-            continue  # the user's choice
-        set_attributes(element, {key: value for key, value in attributes.items()
-                                 if not element.get(key)})
+        hyperv = doc.append(root_features, "hyperv", {"mode": "custom"})
+    if hyperv.get("mode") != "passthrough":  # passthrough already has every one the host offers
+        for wanted in features.enlightenments:
+            if wanted.name == "stimer" and not hypervclock:
+                continue  # hv-stimer needs hv-time (hyperv.rst)
+            element = doc.child(wanted.name, hyperv)
+            if element.get("state") == "off":
+                continue  # the user's choice
+            set_attributes(element, {key: value for key, value in (("state", "on"), *wanted.attributes)
+                                     if not element.get(key)})
+            if wanted.direct and element.find("direct") is None:
+                doc.append(element, "direct", {"state": "on"})
+        evmcs = hyperv.find(EVMCS.name)
+        if features.amd_host and evmcs is not None and evmcs.get("state", "on") == "on":
+            evmcs.set("state", "off")  # QEMU refuses hv-evmcs without Intel VMX: it would not start
     if doc.domain_type == "kvm":
-        hidden = doc.child("hidden", doc.child("kvm", features))
+        hidden = doc.child("hidden", doc.child("kvm", root_features))
         if hidden.get("state") is None:
             hidden.set("state", "on")
-    vmport = doc.child("vmport", features)
+    vmport = doc.child("vmport", root_features)
     if vmport.get("state") is None:
         vmport.set("state", "off")
     clock = doc.root.find("clock")
     if clock is None:
         clock = doc.append(doc.root, "clock", {"offset": "localtime"}, index=_index_after(doc, "cpu"))
-    for name, attributes in (("rtc", {"tickpolicy": "catchup"}), ("pit", {"tickpolicy": "delay"}),
-                             ("hpet", {"present": "no"})):
-        if not clock.findall(f"timer[@name='{name}']"):
-            doc.append(clock, "timer", {"name": name, **attributes})
-    if hypervclock:
-        doc.child("timer", clock, name="hypervclock").set("present", "yes")
+    for name, attributes, _why in TIMERS:
+        if (name != "hypervclock" or hypervclock) and not clock.findall(f"timer[@name='{name}']"):
+            doc.append(clock, "timer", {"name": name, **dict(attributes)})
+
+
+def tune_windows11(doc: DomainDocument) -> None:
+    """What Windows 11 requires of the VM: an emulated TPM 2.0 (swtpm) on the CRB interface
+    (formatdomain.html#tpm-device) unless it has a TPM, and SMM for Secure Boot firmware."""
+    if not list(doc.iter_devices("tpm")):
+        tpm = doc.append(doc.devices, "tpm", {"model": "tpm-crb"})
+        doc.append(tpm, "backend", {"type": "emulator", "version": "2.0"})
+    tune_secure_boot_smm(doc)
+
+
+def tune_secure_boot_smm(doc: DomainDocument) -> None:
+    """Secure Boot OVMF keeps its variables in SMM: libvirt refuses to start it on q35 without
+    <smm state='on'/> (formatdomain.html#hypervisor-features)."""
+    loader = doc.root.find("os/loader")
+    feature = doc.root.find("os/firmware/feature[@name='secure-boot']")
+    if (feature is not None and feature.get("enabled") == "yes") or \
+            (loader is not None and loader.get("secure") == "yes"):
+        smm = doc.child("smm", doc.child("features", after=(*_after("cputune"), "cputune", "os")))
+        if smm.get("state") != "on":
+            smm.set("state", "on")
+
+
+def windows_version(doc: DomainDocument) -> str | None:
+    """win11/win10 from libosinfo's metadata (virt-install, virt-manager, vm create), else the name."""
+    for element in doc.root.iter(f"{{{LIBOSINFO_NS}}}os"):
+        os_id = element.get("id", "")
+        for version in ("11", "10"):
+            if os_id.rstrip("/").endswith(f"/win/{version}"):
+                return f"win{version}"
+    found = _WIN_NAME.search(doc.name)
+    return f"win{found.group(1)}" if found else None
+
+
+def set_windows_version(doc: DomainDocument, version: str) -> None:
+    """libosinfo's OS id in the metadata, as virt-install writes it (vm audit reads it back)."""
+    holder = doc.child("metadata", after=("description", "title", "uuid", "name"))
+    if holder.find(f"{{{LIBOSINFO_NS}}}libosinfo") is None:
+        from lxml import etree
+
+        element = etree.Element(f"{{{LIBOSINFO_NS}}}libosinfo", nsmap={"libosinfo": LIBOSINFO_NS})
+        etree.SubElement(element, f"{{{LIBOSINFO_NS}}}os", {"id": f"http://microsoft.com/win/{version[3:]}"})
+        doc.adopt(holder, element)
 
 
 def _index_after(doc: DomainDocument, tag: str) -> int | None:

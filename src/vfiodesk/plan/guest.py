@@ -68,6 +68,7 @@ class GuestFeatures:
     cpu_features: tuple[tuple[str, str], ...]  # (feature required on <cpu>, why)
     cache_passthrough: bool  # <cache mode="passthrough"/>: the guest sees the host's real caches
     host_passthrough: bool  # mode="host-passthrough" (KVM); TCG gets mode="maximum"
+    amd_host: bool = False  # where hv-evmcs (Intel VMX only) must be off
 
 
 def guest_mirrors_host(guest: GuestTopology, host_threads_per_core: int) -> bool:
@@ -93,4 +94,4 @@ def plan_guest_features(domain_type: str, cpu: CpuInfo | None, *, mirrors_host: 
         # The host TSC ticks at one rate in every C/P-state: the guest may trust it as its clock.
         features.append(("invtsc", "invariant TSC: Windows keeps the TSC as its clocksource"))
     return GuestFeatures(tuple(chosen), tuple(features), cache_passthrough=kvm and mirrors_host,
-                         host_passthrough=kvm)
+                         host_passthrough=kvm, amd_host=cpu is not None and cpu.is_amd)

@@ -15,6 +15,7 @@ from vfiodesk.errors import InputError
 from vfiodesk.host.userfiles import load_toml
 from vfiodesk.model.pci import PciDevice
 from vfiodesk.model.sizes import DISK_SIZE, GIB, VM_MEMORY, VM_MEMORY_CURRENT, parse_size
+from vfiodesk.plan.guest import GuestFeatures
 from vfiodesk.plan.pinning import PinningPlan
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,62}$")
@@ -47,10 +48,15 @@ class VmRequest:
     chipset: str = "q35"
     network: str | None = "default"
     hugepages: bool = False
-    hypervclock: bool = False
+    hypervclock: bool = True
     domain_type: str | None = None
     managed: bool = True  # hostdevs bound by libvirt; False: by vfiodesk's hook
     single_gpu: bool = False  # the GPU is the host's only one: the hook stops and restarts the desktop
+    # win11: TPM 2.0 + Secure Boot with the 2023 keys; win10: the seed's choices; None (vm tune):
+    # whatever the domain is.
+    os: str | None = "win11"
+    balloon: bool | None = None  # None: off for passthrough VMs (VFIO pins all RAM), on otherwise
+    nested: bool = False  # hv-evmcs for Hyper-V/WSL2/VBS inside the guest (Intel only)
 
     def validate(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -58,6 +64,13 @@ class VmRequest:
                              "use letters, digits, '.', '_', '+', '-' (up to 63)")
         if self.chipset not in ("q35", "i440fx"):
             raise InputError(f"unknown chipset {self.chipset!r}", "use q35 or i440fx")
+        if self.os not in (None, "win11", "win10"):
+            raise InputError(f"unknown OS {self.os!r}", "use win11 or win10")
+        if self.os == "win11" and self.chipset != "q35":
+            # OVMF's Secure Boot builds need SMM, which QEMU gives q35 only (firmware descriptors
+            # list pc-q35-* as their only machines).
+            raise InputError("Windows 11 needs Secure Boot, which OVMF offers on q35 only",
+                             "drop --chipset i440fx, or make a Windows 10 VM: --os win10")
         if self.domain_type not in (None, "kvm", "qemu"):
             raise InputError(f"unknown domain type {self.domain_type!r}", "use kvm or qemu")
         memory = parse_size(self.memory, default_unit="M", limits=VM_MEMORY)
@@ -85,7 +98,7 @@ def load_profile(path: Path, name: str) -> VmRequest:
             raise InputError(f"unknown key {key!r} in profile {path}",
                              f"known keys: {', '.join(sorted(known))}")
         expected = {"cpus": int, "hugepages": bool, "hypervclock": bool, "managed": bool,
-                    "single_gpu": bool}.get(spec.name, str)
+                    "single_gpu": bool, "balloon": bool, "nested": bool}.get(spec.name, str)
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise InputError(f"profile key {key!r} must be a {expected.__name__}, not {value!r}",
                              "fix the profile")
@@ -160,16 +173,28 @@ def parse_network(text: str | None) -> tune.Network | None:
     return tune.Network("network", text)
 
 
+def nvram_path(name: str) -> str:
+    """Where libvirt keeps a VM's varstore (it picks the same name when <nvram> is absent)."""
+    return f"/var/lib/libvirt/qemu/nvram/{name}_VARS.fd"
+
+
 def new_domain(request: VmRequest, domain_type: str) -> DomainDocument:
-    """The skeleton every created VM starts from: UEFI firmware chosen by libvirt."""
+    """The skeleton every created VM starts from: UEFI firmware chosen by libvirt from QEMU's
+    firmware descriptors (formatdomain.html#bios-bootloader): for win11 one with Secure Boot
+    and Microsoft's keys enrolled, and our own per-VM varstore that adds the 2023 keys."""
     doc = DomainDocument.create(domain_type)
     doc.append(doc.root, "name", text=request.name)
     os_element = doc.append(doc.root, "os", {"firmware": "efi"})
     machine = "q35" if request.chipset == "q35" else "pc"
     doc.append(os_element, "type", {"arch": "x86_64", "machine": machine}, "hvm")
     firmware = doc.append(os_element, "firmware")
-    # Windows 10 needs no Secure Boot; asking for it would also require SMM on q35.
-    doc.append(firmware, "feature", {"enabled": "no", "name": "secure-boot"})
+    if request.os == "win11":
+        doc.append(firmware, "feature", {"enabled": "yes", "name": "enrolled-keys"})
+        doc.append(firmware, "feature", {"enabled": "yes", "name": "secure-boot"})
+        doc.append(os_element, "nvram", text=nvram_path(request.name))
+    else:
+        # Windows 10 needs no Secure Boot; asking for it would also require SMM on q35.
+        doc.append(firmware, "feature", {"enabled": "no", "name": "secure-boot"})
     doc.append(os_element, "boot", {"dev": "hd"})
     doc.append(os_element, "boot", {"dev": "cdrom"})
     for event, action in (("on_poweroff", "destroy"), ("on_reboot", "restart"), ("on_crash", "destroy")):
@@ -179,15 +204,23 @@ def new_domain(request: VmRequest, domain_type: str) -> DomainDocument:
 
 
 def plan_tuning(doc: DomainDocument, request: VmRequest, plan: PinningPlan, passed: list[PciDevice],
-                disk_path: str | None, disk_format: str) -> DomainDocument:
+                disk_path: str | None, disk_format: str, features: GuestFeatures) -> DomainDocument:
     """Apply every tuning of the seed to a new domain ``doc``."""
     memory = parse_size(request.memory, default_unit="M", limits=VM_MEMORY)
     current = (parse_size(request.memory_current, default_unit="M", limits=VM_MEMORY_CURRENT)
                if request.memory_current else None)
-    tune.tune_cpu(doc, plan)
+    tune.tune_cpu(doc, plan, features)
     tune.tune_memory(doc, memory, current or memory, request.hugepages)
-    tune.add_balloon(doc)
-    tune.tune_features(doc, hypervclock=request.hypervclock)
+    # With a VFIO device QEMU pins every page of guest RAM at start (the IOMMU maps it all), so
+    # a balloon cannot give memory back to the host: passthrough VMs get none unless asked
+    # (--balloon, or a --memory-current target, which vm create warns about).
+    default = not passed or current is not None
+    tune.add_balloon(doc, request.balloon if request.balloon is not None else default)
+    tune.tune_features(doc, features, hypervclock=request.hypervclock)
+    if request.os == "win11":
+        tune.tune_windows11(doc)
+    if request.os is not None:
+        tune.set_windows_version(doc, request.os)
     tune.tune_storage(doc, tune.Disk(disk_path, disk_format) if disk_path else None,
                       [iso for iso in (request.iso, request.virtio_iso) if iso])
     tune.tune_network(doc, parse_network(request.network))
@@ -229,14 +262,18 @@ class TuneRequest:
 
 
 def plan_retune(doc: DomainDocument, request: TuneRequest, plan: PinningPlan,
-                recorded: tuple[RecordedDevice, ...] | None) -> list[str]:
+                recorded: tuple[RecordedDevice, ...] | None, features: GuestFeatures) -> list[str]:
     """The seed's tuning on an existing domain, keeping the user's choices; ``recorded``
     replaces the hardware record (None keeps it). Returns notes for the user."""
     memory, current = request.sizes()
     notes = [f"left alone: {note}" for note in tune.left_alone(doc)]
-    tune.tune_cpu(doc, plan)
+    tune.tune_cpu(doc, plan, features)
     notes += tune.tune_memory(doc, memory, current, request.hugepages)
-    tune.tune_features(doc, hypervclock=False)
+    tune.tune_features(doc, features, hypervclock=True)
+    if tune.windows_version(doc) == "win11":
+        tune.tune_windows11(doc)
+    else:
+        tune.tune_secure_boot_smm(doc)
     tune.tune_storage(doc, None, [], controller=False)
     tune.tune_network(doc, None)
     tune.add_tablet(doc)
