@@ -15,7 +15,7 @@ from tests.cli import run_cli
 from tests.fakehost import FakeHost, ready_host
 from tests.fakekernel import FakeRunner
 from tests.test_pinning import intel_4c8t, write_topology
-from tests.test_vm import qemu_readable_dir
+from tests.test_vm import qemu_readable_dir, with_this_machines_firmware
 from vfiodesk.errors import ExitStatus
 
 # The test driver answers "is the domain defined?" without the system libvirtd.
@@ -219,6 +219,7 @@ def test_profile_answers_and_relative_isos(tmp_path: Path, capsys: pytest.Captur
 def test_setup_yes_defines_the_vm_on_a_real_libvirtd(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                       libvirtd: str) -> None:
     host = _tree(tmp_path / "h")
+    with_this_machines_firmware(host)  # a Windows 11 VM: its varstore is made from this OVMF
     name = f"vfiodesk-setup-{uuid.uuid4().hex[:8]}"
     common = ["--root", str(host.root), "--connect", libvirtd]
     images = qemu_readable_dir()
@@ -249,7 +250,8 @@ def test_setup_yes_defines_the_vm_on_a_real_libvirtd(tmp_path: Path, capsys: pyt
         assert name not in listed.split()
     finally:
         virsh = ["virsh", "-c", libvirtd]
-        subprocess.run([*virsh, "undefine", "--nvram", name], capture_output=True, check=False)
+        subprocess.run([*virsh, "undefine", "--nvram", "--tpm", name], capture_output=True, check=False)
+        Path(f"/var/lib/libvirt/qemu/nvram/{name}_VARS.fd").unlink(missing_ok=True)
         subprocess.run([*virsh, "pool-destroy", images.name], capture_output=True, check=False)
         subprocess.run([*virsh, "pool-undefine", images.name], capture_output=True, check=False)
         shutil.rmtree(images, ignore_errors=True)

@@ -446,7 +446,8 @@ def _roms(c: _Context) -> Iterable[Finding]:
         yield Finding("gpu-rom", Status.FAIL, "; ".join(problems), "dump the ROM (or fix the path) and set "
                       "<rom file='...'/>: QEMU will not start without it")
     elif notes:
-        yield Finding("gpu-rom", Status.WARN, "; ".join(notes), "see README: GPU ROM")
+        yield Finding("gpu-rom", Status.WARN, "; ".join(notes), "on the VM's host: put the dumped ROM at "
+                      "that path (or fix <rom file=...>); dump a boot GPU before the host uses it")
     else:
         yield Finding("gpu-rom", Status.PASS, "GPU ROMs: nothing missing")
 
