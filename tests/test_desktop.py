@@ -185,7 +185,7 @@ def test_up_refuses_while_prime_select_keeps_the_desktop_on_nvidia(
     name = f"vfiodesk-prime-{uuid.uuid4().hex[:8]}"
     made = run_cli(capsys, "vm", "create", name, "--root", str(host.root), "--connect", libvirtd,
                    "--domain-type", "qemu", "--memory", "256M", "--network", "", "--gpu", "7e:00",
-                   "--binding", "vfiodesk")
+                   "--binding", "vfiodesk", "--os", "win10")
     assert made.status == 0, made.stderr
     try:
         refused = run_cli(capsys, "up", name, "--connect", libvirtd, "--root", str(host.root))

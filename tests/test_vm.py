@@ -93,7 +93,7 @@ def test_gpu_hostdevs_cover_the_group_and_metadata_records_them(host: FakeHost,
 def test_profile_sets_options_and_the_command_line_wins(host: FakeHost, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     profile = tmp_path / "win.toml"
-    profile.write_text('memory = "4G"\ncpus = 2\nchipset = "i440fx"\nhugepages = true\n')
+    profile.write_text('memory = "4G"\ncpus = 2\nchipset = "i440fx"\nhugepages = true\nos = "win10"\n')
     xml = run_cli(capsys, "vm", "create", "w", "--profile", str(profile), "--cpus", "4", "--print-xml",
                   "--root", str(host.root)).stdout
     assert '<memory unit="KiB">4194304</memory>' in xml and 'machine="pc"' in xml
@@ -252,3 +252,24 @@ def test_create_refuses_the_hosts_own_display_unless_forced(host: FakeHost,
     assert "--force" in refused.stderr and refused.stdout == ""
     forced = run_cli(capsys, *args, "--force")
     assert forced.status == 0 and 'address="0000:00:02.0"' in forced.stdout
+
+
+def test_tune_enrolls_the_2023_keys_in_the_varstore_and_keeps_the_old_one(
+        host: FakeHost, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    made = run_cli(capsys, "vm", "create", "desk", "--print-xml", "--root", str(host.root), "--cpus", "2")
+    domain = tmp_path / "desk.xml"
+    domain.write_text(made.stdout)
+    nvram = host.root / "var/lib/libvirt/qemu/nvram/desk_VARS.fd"
+    nvram.parent.mkdir(parents=True)
+    shutil.copy("/usr/share/OVMF/OVMF_VARS_4M.ms.fd", nvram)  # what libvirt copies: 2011 keys only
+    tune = ("vm", "tune", "--xml", str(domain), "--root", str(host.root), "--secure-boot-keys", "2023")
+    shown = run_cli(capsys, *tune, "--diff")
+    assert "would enroll Microsoft's 2023 keys" in shown.stderr and len(list(nvram.parent.iterdir())) == 1
+    done = run_cli(capsys, *tune)
+    assert done.status == 0 and "the old varstore is" in done.stderr, done.stderr
+    backups = [p for p in nvram.parent.iterdir() if p.name.endswith(".bak")]
+    template = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
+    assert len(backups) == 1 and backups[0].read_bytes() == template.read_bytes()
+    assert "CN=Windows UEFI CA 2023" in virt_fw_subjects(nvram)
+    again = run_cli(capsys, *tune)
+    assert "already; nothing written" in again.stderr and len(list(nvram.parent.iterdir())) == 2

@@ -44,7 +44,7 @@ def test_path_disk_defines_a_dir_pool_once_and_rolls_back(host: FakeHost, libvir
     virsh = ["virsh", "-c", libvirtd]
     names = [f"vfiodesk-test-{uuid.uuid4().hex[:8]}" for _ in range(2)]
     common = ["--root", str(host.root), "--connect", libvirtd, "--domain-type", "qemu", "--memory", "256M",
-              "--network", ""]
+              "--network", "", "--os", "win10"]
     try:
         first = run_cli(capsys, "vm", "create", names[0], *common,
                         "--disk", f"path={images}/a.qcow2,size=0.0625,format=qcow2")
@@ -83,7 +83,8 @@ def test_a_new_directory_gets_a_pool_that_a_failure_takes_back(host: FakeHost, l
     try:
         failed = run_cli(capsys, "vm", "create", f"vfiodesk-test-{uuid.uuid4().hex[:8]}", "--root",
                          str(host.root), "--connect", libvirtd, "--domain-type", "qemu",
-                         "--network", "no-such-net-y", "--disk", f"path={images}/w.qcow2,size=64M")
+                         "--network", "no-such-net-y", "--disk", f"path={images}/w.qcow2,size=64M",
+                         "--os", "win10")
         assert failed.status == ExitStatus.ERROR
         pools = subprocess.run([*virsh, "pool-list", "--all", "--name"], capture_output=True, text=True,
                                check=True).stdout.split()

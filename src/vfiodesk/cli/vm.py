@@ -274,14 +274,23 @@ def tune_command(name: str | None, xml_file: Path | None, cpus: int | None, reco
     elif not diff:
         write_domain(doc, name, xml_file, uri)
     if secure_boot_keys:
-        _enroll_2023_keys(host, doc, apply=not (print_xml or diff))
+        _enroll_2023_keys(host, doc, apply=not (print_xml or diff), name=name, uri=uri)
 
 
-def _enroll_2023_keys(host: HostPaths, doc: DomainDocument, *, apply: bool) -> None:
+def _enroll_2023_keys(host: HostPaths, doc: DomainDocument, *, apply: bool, name: str | None,
+                      uri: str | None) -> None:
     nvram = (doc.root.findtext("os/nvram") or "").strip()
     if not nvram:
         raise InputError("the domain names no <nvram> varstore",
                          "start the VM once (libvirt makes it), or create it with vfiodesk vm create")
+    if name and apply:
+        from vfiodesk import virt
+
+        with virt.connection(uri) as conn:
+            if virt.domain_is_active(conn, name):
+                # QEMU holds the varstore open and writes it back: an edit now would be lost or torn.
+                raise RefusedError(f"{name} is running; its varstore is in use",
+                                   f"shut it down first (vfiodesk down {name}), then run this again")
     if not apply:
         click.echo(f"would enroll Microsoft's 2023 keys in {nvram} (backup kept)", err=True)
         return
