@@ -100,7 +100,7 @@ def single_gpu_create(state: dict[str, object]) -> StepOutcome:
     if installed.returncode != 0 or not start_libvirtd():
         return StepOutcome(False, (installed.stderr or "libvirtd did not start")[-300:])
     made = vfiodesk("vm", "create", VM, "--domain-type", "qemu", "--memory", "256M", "--network", "",
-                    "--single-gpu", "--gpu", GPU_ADDRESS[5:12])
+                    "--single-gpu", "--gpu", GPU_ADDRESS[5:12], "--os", "win10")  # no TPM/Secure Boot here
     xml = virsh("dumpxml", "--inactive", VM).stdout
     before = host_display()
     state["single_before"] = before
