@@ -185,6 +185,11 @@ def test_create_defines_and_starts_in_a_real_libvirtd(host: FakeHost, tmp_path: 
         compact = subprocess.run([str(VIRT_FW_VARS), "-i", str(nvram), "-p"], capture_output=True, text=True,
                                  check=True).stdout
         assert re.search(r"^SecureBootEnable\s*: bool: ON$", compact, re.M), compact
+        audited = run_cli(capsys, "vm", "audit", name, "--json", "--root", str(host.root),
+                          "--connect", libvirtd)
+        found = {f["id"]: f["status"] for f in audited.json()["findings"]}
+        assert audited.status == 0 and "fail" not in found.values(), audited.stdout
+        assert found["tpm"] == found["secure-boot"] == found["secure-boot-keys"] == found["hyperv"] == "pass"
         again = run_cli(capsys, "vm", "create", name, "--root", str(host.root), "--connect", libvirtd,
                         "--domain-type", "qemu", "--disk", f"{pool}/other.qcow2,size=64M")
         assert again.status == ExitStatus.USAGE and "already exists" in again.stderr
