@@ -278,3 +278,13 @@ def test_tune_enrolls_the_2023_keys_in_the_varstore_and_keeps_the_old_one(
     assert "CN=Windows UEFI CA 2023" in virt_fw_subjects(nvram)
     again = run_cli(capsys, *tune)
     assert "already; nothing written" in again.stderr and len(list(nvram.parent.iterdir())) == 2
+
+
+def test_the_balloon_is_off_with_a_passed_gpu_unless_asked(host: FakeHost,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    create = ("vm", "create", "w", "--print-xml", "--root", str(host.root), "--cpus", "2")
+    assert '<memballoon model="none"/>' in run_cli(capsys, *create, "--gpu", "01:00").stdout
+    assert '<memballoon model="virtio"/>' in run_cli(capsys, *create).stdout
+    target = run_cli(capsys, *create, "--gpu", "01:00", "--memory", "8G", "--memory-current", "4G")
+    assert "saves no host memory" in target.stderr and '<memballoon model="virtio"/>' in target.stdout
+    assert '<memballoon model="virtio"/>' in run_cli(capsys, *create, "--gpu", "01:00", "--balloon").stdout

@@ -337,7 +337,7 @@ def check_memory(c: _Context) -> Iterable[Finding]:
         yield Finding("hugepages", Status.PASS, "memory backed by hugepages")
     else:
         yield Finding("hugepages", Status.WARN, "no hugepages: more TLB misses for every guest access",
-                      f"{c.tune} --hugepages (and reserve them: vfiodesk host plan --hugepages)")
+                      f"{c.tune} --hugepages, and reserve them: vfiodesk host hugepages SIZE")
     if not c.hostdevs:
         return
     balloon = c.root.find("devices/memballoon")
@@ -345,10 +345,12 @@ def check_memory(c: _Context) -> Iterable[Finding]:
     if current is not None and memory is not None and current < memory:
         yield Finding("memory-balloon", Status.WARN, "currentMemory is below memory, but with a passed "
                       "device every page is pinned at start: the host gets nothing back",
-                      f"{c.tune} (currentMemory = memory, balloon off)")
+                      f"{c.tune} --memory-current SIZE with SIZE = <memory>")
     elif balloon is None or balloon.get("model") != "none":
         yield Finding("memory-balloon", Status.WARN, "a memory balloon with a passed device: VFIO pins all "
-                      "guest RAM, so the balloon cannot return memory to the host", f"{c.tune} (balloon off)")
+                      "guest RAM, so the balloon cannot return memory to the host",
+                      "virsh edit: <memballoon model='none'/> (vm tune keeps a balloon you chose; vm create "
+                      "leaves it out)")
     else:
         yield Finding("memory-balloon", Status.PASS, "no balloon: VFIO pins all guest RAM anyway")
 
