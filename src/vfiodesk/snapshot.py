@@ -11,12 +11,13 @@ import glob
 import io
 import os
 import tarfile
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from vfiodesk import paths as P
-from vfiodesk.errors import VfiodeskError
+from vfiodesk.errors import InputError, VfiodeskError
 from vfiodesk.host.facts import PROGRAMS
 from vfiodesk.host.kernel import read_kernel_release, read_kmsg_records
 from vfiodesk.host.sysfs import read_bytes
@@ -53,36 +54,58 @@ _MAX_FILE = 4 * 1024 * 1024
 
 
 def write_snapshot(host: P.HostPaths, out: Path) -> int:
-    """Write the archive atomically; returns the number of entries."""
+    """Write the archive atomically (mode 0600: it holds the kernel log); returns the number of
+    entries. The temporary file is new (O_EXCL, random name), so a planted file or link next to
+    OUT is never followed or overwritten."""
+    if not out.name or out.name in (".", ".."):
+        raise InputError(f"{str(out)!r} is not a file name for the archive",
+                         "give one, e.g. vfiodesk snapshot host.tar.gz")
+    try:
+        fd, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
+    except OSError as exc:
+        raise _write_error(out, exc) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            with tarfile.open(fileobj=handle, mode="w:gz") as archive:
+                entries = _add_everything(archive, host)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, out)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise _write_error(out, exc) from None
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return entries
+
+
+def _write_error(out: Path, exc: OSError) -> VfiodeskError:
+    return VfiodeskError(f"cannot write snapshot {out}: {exc.strerror or exc}",
+                         "choose a writable place for the archive (an existing directory)")
+
+
+def _add_everything(archive: tarfile.TarFile, host: P.HostPaths) -> int:
     root = host.root
     entries = 0
-    partial = out.with_name(out.name + ".partial")
-    try:
-        with tarfile.open(partial, "w:gz") as archive:
-            for relative, target in _device_links(root):
-                _add_link(archive, relative, target)
+    for relative, target in _device_links(root):
+        _add_link(archive, relative, target)
+        entries += 1
+    for pattern in CAPTURED_LINKS:
+        for relative in _expand(root, pattern):
+            _add_link(archive, relative, os.readlink(root / relative))
+            entries += 1
+    for pattern in CAPTURED_FILES:
+        for relative in _expand(root, pattern):
+            data = _read(root / relative)
+            if data is not None:
+                _add_bytes(archive, relative, data)
                 entries += 1
-            for pattern in CAPTURED_LINKS:
-                for relative in _expand(root, pattern):
-                    _add_link(archive, relative, os.readlink(root / relative))
-                    entries += 1
-            for pattern in CAPTURED_FILES:
-                for relative in _expand(root, pattern):
-                    data = _read(root / relative)
-                    if data is not None:
-                        _add_bytes(archive, relative, data)
-                        entries += 1
-            for pattern in CAPTURED_MARKERS:
-                for relative in _expand(root, pattern):
-                    _add_bytes(archive, relative, b"")
-                    entries += 1
-            entries += _add_kernel_files(archive, host)
-        os.replace(partial, out)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise VfiodeskError(f"cannot write snapshot {out}: {exc.strerror}",
-                            "choose a writable place for the archive") from None
-    return entries
+    for pattern in CAPTURED_MARKERS:
+        for relative in _expand(root, pattern):
+            _add_bytes(archive, relative, b"")
+            entries += 1
+    return entries + _add_kernel_files(archive, host)
 
 
 def _expand(root: Path, pattern: str) -> Iterator[str]:
