@@ -16,7 +16,7 @@ from pathlib import Path
 
 from vfiodesk import paths as P
 from vfiodesk.errors import HostReadError, VfiodeskError
-from vfiodesk.hostfiles.atomic import write_atomic
+from vfiodesk.hostfiles.atomic import open_lock, read_journal_file, write_atomic
 from vfiodesk.model.pci import PciAddress
 
 # What modprobe gets from the journal: a module name, never an option or a path.
@@ -55,19 +55,49 @@ def read_records(host: P.HostPaths) -> dict[str, DeviceRecord]:
         return {}
     for path in sorted(directory.glob("*.json")):
         try:
-            raw = json.loads(path.read_text())
+            raw = json.loads(read_journal_file(path))
+            if not isinstance(raw, dict):
+                raise TypeError("not a JSON object")
             PciAddress.parse(raw["address"])
             module = raw.get("module")
             if module is not None and not _MODULE_NAME.fullmatch(module):
                 raise ValueError(f"{module!r} is not a module name")
-            records[raw["address"]] = DeviceRecord(
+            entry = DeviceRecord(
                 raw["address"], raw["original_driver"], raw["original_override"], raw["owner"],
                 tuple(raw.get("consoles", ())), bool(raw.get("nvidia_unloaded", False)),
                 tuple(raw.get("framebuffers", ())), module)
+            _check_names(entry, path)
+            records[raw["address"]] = entry
         except (ValueError, KeyError, TypeError, VfiodeskError) as exc:
             raise HostReadError(f"the journal file {path} is damaged ({exc})",
                                 "check the device by hand (vfiodesk devices), then delete the file") from None
     return records
+
+
+# Names that release joins into sysfs paths or writes to sysfs: a kernel name, never a path.
+_DRIVER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+_CONSOLE_NAME = re.compile(r"vtcon[0-9]{1,3}")
+_DEVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}")
+
+
+def _check_names(entry: DeviceRecord, path: Path) -> None:
+    """Every name in ``entry`` is what the kernel could have given (the journal is a file
+    anyone with root, a restored backup or a --root tree could have changed)."""
+    if path.name != f"{entry.address}.json":
+        raise ValueError(f"it names {entry.address!r}")
+    for label, value in (("original_driver", entry.original_driver),
+                         ("original_override", entry.original_override)):
+        if value is not None and not (isinstance(value, str) and _DRIVER_NAME.fullmatch(value)):
+            raise ValueError(f"{label} {value!r} is not a driver name")
+    if not isinstance(entry.owner, str) or not entry.owner.isprintable() or not entry.owner:
+        raise ValueError(f"owner {entry.owner!r} is not a VM name")
+    for console in entry.consoles:
+        if not (isinstance(console, str) and _CONSOLE_NAME.fullmatch(console)):
+            raise ValueError(f"console {console!r} is not a vtcon name")
+    for framebuffer in entry.framebuffers:
+        driver, _, device = framebuffer.partition("/") if isinstance(framebuffer, str) else ("", "", "")
+        if not (_DRIVER_NAME.fullmatch(driver) and _DEVICE_NAME.fullmatch(device)):
+            raise ValueError(f"framebuffer {framebuffer!r} is not DRIVER/DEVICE")
 
 
 @contextlib.contextmanager
@@ -79,7 +109,6 @@ def locked(host: P.HostPaths, *, dry_run: bool = False) -> Iterator[None]:
         yield
         return
     path = host(P.RUN_VFIODESK, "lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
+    with open(open_lock(path, str(path))) as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield

@@ -40,8 +40,10 @@ class SysfsWriter:
     def store(self, path: Path, value: str) -> None:
         """The write itself: one write(2), as the kernel's attribute handlers expect."""
         # O_NONBLOCK: a FIFO planted in a tree fails (ENXIO) instead of hanging the open;
+        # O_NOFOLLOW: a link in an attribute's place (in a tree) is not followed;
         # O_CREAT as open("w") did: fake trees lack the write-only files (unbind, bind).
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(path, flags, 0o644)
         try:
             os.write(fd, (value + "\n" if value else "\n").encode())
         finally:

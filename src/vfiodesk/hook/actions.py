@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from vfiodesk import paths as P
 from vfiodesk.binding.engine import bind_devices, plan_for, release_devices
@@ -14,11 +16,11 @@ from vfiodesk.binding.sysfs import SysfsWriter
 from vfiodesk.domxml.document import DomainDocument
 from vfiodesk.domxml.metadata import VmManagement
 from vfiodesk.domxml.tune import pci_hostdevs, read_size
-from vfiodesk.errors import InputError, RefusedError, VfiodeskError
+from vfiodesk.errors import HostReadError, InputError, RefusedError, VfiodeskError
 from vfiodesk.host.pci import read_pci_device
 from vfiodesk.host.services import read_default_hugepage_kib
-from vfiodesk.host.sysfs import ATTR_LIMIT, read_attr, read_file_bytes, read_int_attr
-from vfiodesk.hostfiles.atomic import write_atomic
+from vfiodesk.host.sysfs import read_attr, read_int_attr
+from vfiodesk.hostfiles.atomic import confined, read_journal_file, write_atomic
 from vfiodesk.model.cpuset import CpuSet
 from vfiodesk.model.pci import PciAddress, PciPattern
 from vfiodesk.model.sizes import KIB
@@ -140,7 +142,7 @@ def _runtime_resources(host: P.HostPaths, vm: str, doc: DomainDocument,
         state["isolated"] = str(online)
         done.append(f"host tasks confined to CPUs {keep}")
     if state:
-        path = host(P.RUN_VFIODESK, f"vm-{vm}.json")
+        path = _state_file(host, vm)
         write_atomic(path, json.dumps(state).encode(), str(path))
     return done
 
@@ -205,19 +207,13 @@ def release(host: P.HostPaths, vm: str, data: bytes, say: Callable[[str], None] 
     doc, management = _domain(data)
     ours = [address for element, address in pci_hostdevs(doc) if element.get("managed") != "yes"]
     done = _give_back(host, vm, ours, management.single_gpu, say)
-    state_file = host(P.RUN_VFIODESK, f"vm-{vm}.json")
+    state_file = _state_file(host, vm)
     if state_file.exists():
-        try:
-            state = json.loads(read_file_bytes(state_file, ATTR_LIMIT, "hook state file"))
-            if not isinstance(state, dict):
-                raise ValueError("not an object")
-        except ValueError:
-            state_file.unlink()
-            raise VfiodeskError(f"{state_file} is damaged; it was removed",
-                                "give hugepages and CPUs back by hand if the VM used them") from None
+        state = _read_state(host, state_file)
         if "hugepages" in state:
             pages = state["hugepages"]
-            with open(pages["path"], "w") as handle:
+            fd = os.open(pages["path"], os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd, "w") as handle:
                 handle.write(f"{pages['before']}\n")
             done.append("hugepages given back")
         if "isolated" in state:
@@ -228,3 +224,36 @@ def release(host: P.HostPaths, vm: str, data: bytes, say: Callable[[str], None] 
             done.append("host CPUs given back")
         state_file.unlink()
     return done
+
+
+_HUGEPAGES_FILE = re.compile(rf"{P.SYS_NODE}/node[0-9]+/hugepages/hugepages-[0-9]+kB/nr_hugepages")
+
+
+def _state_file(host: P.HostPaths, vm: str) -> Path:
+    if not vm or "/" in vm or vm in (".", "..") or not vm.isprintable():
+        raise InputError(f"{vm!r} is not a domain name libvirt would give", "check the hook's caller")
+    return host(P.RUN_VFIODESK, f"vm-{vm}.json")
+
+
+def _read_state(host: P.HostPaths, path: Path) -> dict[str, Any]:
+    """What prepare recorded, checked: release writes only a node's nr_hugepages under the
+    root and gives systemd a CPU list."""
+    try:
+        state = json.loads(read_journal_file(path))
+        if not isinstance(state, dict):
+            raise TypeError("not a JSON object")
+        if "hugepages" in state:
+            pages = state["hugepages"]
+            relative = os.path.relpath(pages["path"], host.root)
+            if not _HUGEPAGES_FILE.fullmatch(relative) or type(pages["before"]) is not int \
+                    or pages["before"] < 0:
+                raise ValueError(f"hugepages {pages!r} is not a node's nr_hugepages and a count")
+            confined(host.root, relative, str(path))
+        if "isolated" in state:
+            CpuSet.parse(state["isolated"])
+    except (ValueError, KeyError, TypeError, VfiodeskError) as exc:
+        path.unlink()  # it would fail every release to come
+        raise HostReadError(f"the hook's state file {path} is damaged ({exc}); it was removed and "
+                            "nothing was given back from it",
+                            "give hugepages and CPUs back by hand if the VM used them") from None
+    return state

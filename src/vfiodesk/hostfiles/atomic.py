@@ -1,7 +1,9 @@
 """Replacing a file so that a crash or a full disk leaves the old file or the new one, never half.
 
 rename(2) within one directory is atomic; the data is fsync'ed before and the directory after
-(so the rename itself survives a power cut). Mode and owner are the old file's.
+(so the rename itself survives a power cut). Mode and owner are the old file's. Nothing here
+follows a link: the temporary file is new (O_EXCL | O_NOFOLLOW, random name), a link in the
+target's place is refused, and lock and journal files are opened with O_NOFOLLOW.
 """
 
 from __future__ import annotations
@@ -99,3 +101,49 @@ def remove(path: Path, shown: str) -> None:
     except OSError as exc:
         raise file_error(shown, exc) from None
     fsync_dir(path.parent)
+
+
+JOURNAL_LIMIT = 1024 * 1024  # a journal entry is a few hundred bytes
+
+
+def read_journal_file(path: Path, limit: int = JOURNAL_LIMIT) -> bytes:
+    """A journal or state file vfiodesk wrote: a regular file (not a link, FIFO or device),
+    at most ``limit`` bytes. Raises ValueError saying what it is otherwise."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+        raise ValueError(f"cannot read it: {why}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("it is not a regular file")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"it is larger than {limit} bytes")
+    return data
+
+
+def open_lock(path: Path, shown: str) -> int:
+    """A lock file's descriptor (created 0600 if absent; never through a link)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise file_error(shown, exc) from None
+
+
+def confined(root: Path, relative: str, shown: str) -> Path:
+    """``root/relative`` for a path read from a journal: relative, without '..', and with its
+    directory inside the root once links are resolved."""
+    parts = relative.split("/")
+    if not relative or relative.startswith("/") or ".." in parts or "\0" in relative:
+        raise VfiodeskError(f"{shown} names {relative!r}, which is not a path inside the root",
+                            "the journal was changed by hand or by something else: restore the "
+                            "file by hand from the backups next to it")
+    path = root.joinpath(*[part for part in parts if part not in ("", ".")])
+    real_root, real_parent = os.path.realpath(root), os.path.realpath(path.parent)
+    if os.path.commonpath([real_root, real_parent]) != real_root:
+        raise VfiodeskError(f"{shown} names /{relative}, whose directory is a link out of the root "
+                            f"(to {real_parent})", "check the links under the root; nothing was changed")
+    return path

@@ -6,10 +6,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from vfiodesk import paths as P
-from vfiodesk.errors import RefusedError, VfiodeskError
-from vfiodesk.host.configfiles import read_config
+from vfiodesk.errors import HostReadError, RefusedError, VfiodeskError
+from vfiodesk.host.configfiles import CONFIG_LIMIT, read_config
 from vfiodesk.hostfiles import journal
-from vfiodesk.hostfiles.atomic import check_writable, remove, write_atomic
+from vfiodesk.hostfiles.atomic import check_writable, confined, read_journal_file, remove, write_atomic
 from vfiodesk.plan.hostconfig.change import FileChange, HostPlan
 
 
@@ -60,7 +60,8 @@ def undo_change(host: P.HostPaths, change_id: str | None) -> journal.ChangeRecor
         restore: list[tuple[str, bytes | None]] = []
         conflicts: list[str] = []
         for entry in record.files:
-            original = (directory / entry.backup).read_bytes() if entry.backup else None
+            confined(host.root, entry.path, f"change {record.id}")
+            original = _backup(directory, entry.backup, record.id)
             current = read_config(host, entry.path, binary_ok=True)
             if current is not None and journal.sha256(current) == entry.sha256:
                 restore.append((entry.path, original))
@@ -73,6 +74,16 @@ def undo_change(host: P.HostPaths, change_id: str | None) -> journal.ChangeRecor
         for path, original in restore:
             _put_back(host, path, original)
         return journal.mark_undone(host, record)
+
+
+def _backup(directory: Path, name: str | None, change_id: str) -> bytes | None:
+    if name is None:
+        return None
+    try:
+        return read_journal_file(directory / name, limit=CONFIG_LIMIT)
+    except ValueError as exc:
+        raise HostReadError(f"the backup {directory / name} of change {change_id} is unusable ({exc})",
+                            "restore that file by hand; nothing was changed") from None
 
 
 def _put_back(host: P.HostPaths, relative: str, original: bytes | None) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vfiodesk import paths as P
 from vfiodesk.errors import HostReadError, InputError
-from vfiodesk.hostfiles.atomic import file_error, write_atomic
+from vfiodesk.hostfiles.atomic import open_lock, read_journal_file, write_atomic
 
 _ID_RE = re.compile(r"^(\d{4,})-[a-z0-9-]+$")
 
@@ -49,12 +49,7 @@ def changes_dir(host: P.HostPaths) -> Path:
 def locked(host: P.HostPaths) -> Iterator[Path]:
     """One writer of host files at a time."""
     directory = changes_dir(host)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        handle = open(directory / ".lock", "w")  # noqa: SIM115 (held for the with-block below)
-    except OSError as exc:
-        raise file_error(f"/{P.VAR_LIB_VFIODESK}/changes", exc) from None
-    with handle:
+    with open(open_lock(directory / ".lock", f"/{P.VAR_LIB_VFIODESK}/changes/.lock")) as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield directory
 
@@ -105,13 +100,44 @@ def _dirs(host: P.HostPaths) -> list[Path]:
 def _load(directory: Path) -> ChangeRecord:
     path = directory / "change.json"
     try:
-        raw = json.loads(path.read_text())
-        return ChangeRecord(raw["id"], raw["title"], raw["created"],
-                            tuple(FileRecord(f["path"], f["backup"], f["sha256"]) for f in raw["files"]),
-                            tuple(tuple(argv) for argv in raw["undo_commands"]), bool(raw["undone"]))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raw = json.loads(read_journal_file(path))
+        if not (isinstance(raw, dict) and isinstance(raw["files"], list)
+                and all(isinstance(argv, list) for argv in raw["undo_commands"])):
+            raise TypeError("its fields are not the lists vfiodesk writes")
+        record = ChangeRecord(raw["id"], raw["title"], raw["created"],
+                              tuple(FileRecord(f["path"], f["backup"], f["sha256"]) for f in raw["files"]),
+                              tuple(tuple(argv) for argv in raw["undo_commands"]), raw["undone"])
+        _check_record(record, directory.name)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise HostReadError(f"the change journal {path} is damaged ({exc})",
                             "restore the files from the backups in that directory by hand") from None
+    return record
+
+
+_BACKUP_NAME = re.compile(r"[0-9]{1,4}\.orig")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_record(record: ChangeRecord, directory: str) -> None:
+    """Every field has the type and shape vfiodesk writes (paths are checked against the
+    root where they are used: ``confined``)."""
+    if record.id != directory:
+        raise ValueError(f"its id {record.id!r} is not its directory's name")
+    if not all(isinstance(value, str) for value in (record.title, record.created)):
+        raise TypeError("title and created must be text")
+    if not isinstance(record.undone, bool):
+        raise TypeError("undone must be true or false")
+    for entry in record.files:
+        if not isinstance(entry.path, str) or not isinstance(entry.sha256, str):
+            raise TypeError(f"file entry {entry!r} is not path + sha256 text")
+        if entry.backup is not None and not (isinstance(entry.backup, str)
+                                             and _BACKUP_NAME.fullmatch(entry.backup)):
+            raise ValueError(f"backup {entry.backup!r} is not a backup file name (N.orig)")
+        if not _SHA256.fullmatch(entry.sha256):
+            raise ValueError(f"{entry.sha256!r} is not a sha256 digest")
+    for argv in record.undo_commands:
+        if not argv or not all(isinstance(arg, str) and "\0" not in arg for arg in argv):
+            raise ValueError(f"undo command {argv!r} is not a list of arguments")
 
 
 def now() -> str:
