@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from bench.__main__ import Benchmark, Command
+from vfiodesk.hook.install import interpreter
 from vfiodesk.hook.script import hook_script
 
 # VFIO-Tools' hook_helper, reduced to its dispatch: look for scripts of this VM and phase.
@@ -30,7 +31,7 @@ UNMANAGED = """<domain type='kvm'><name>other</name><memory>4194304</memory><dev
 def benchmarks() -> list[Benchmark]:
     work = Path(tempfile.mkdtemp(prefix="vfiodesk-bench-hook-"))
     ours, theirs, xml = work / "vfiodesk", work / "vfio-tools", work / "domain.xml"
-    ours.write_text(hook_script())
+    ours.write_text(hook_script(interpreter(), "/usr/local/lib/vfiodesk/lib-bench"))
     theirs.write_text(DISPATCHER)
     xml.write_text(UNMANAGED * 20)  # a realistic few KiB of XML
     for script in (ours, theirs):

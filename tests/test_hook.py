@@ -33,10 +33,18 @@ def host(tmp_path: Path) -> FakeHost:
     return tree
 
 
+def runnable(root: Path, script: Path | None = None) -> Path:
+    """The installed script with its code path pointed into the tree (it names the path the
+    host will see, /usr/local/lib/vfiodesk/...)."""
+    script = script or root / "etc/libvirt/hooks/qemu.d/vfiodesk"
+    script.write_text(script.read_text().replace("/usr/local/lib/vfiodesk/", f"{root}/usr/local/lib/vfiodesk/"))
+    return script
+
+
 @pytest.fixture
 def script(host: FakeHost, capsys: pytest.CaptureFixture[str]) -> Path:
     assert run_cli(capsys, "hook", "install", "--root", str(host.root)).status == 0
-    return host.root / "etc/libvirt/hooks/qemu.d/vfiodesk"
+    return runnable(host.root)
 
 
 def domain_xml(host: FakeHost, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
@@ -244,6 +252,7 @@ def test_chain_mode_for_old_libvirt_runs_the_users_hook_first(host: FakeHost, tm
     assert chained.read_text() == user_text and oct(chained.stat().st_mode)[-3:] == "750"
     # The wrapper names the chained script by its path on the host; point it into the tree.
     wrapper.write_text(wrapper.read_text().replace("/etc/libvirt/hooks/", f"{host.root}/etc/libvirt/hooks/"))
+    runnable(host.root, wrapper)
     env = {**os.environ, "VFIODESK_ROOT": str(host.root)}
     unmanaged = "<domain><name>other</name></domain>"
     ok = subprocess.run([str(wrapper), "other", "prepare", "begin", "-"], input=unmanaged, text=True,

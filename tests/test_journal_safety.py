@@ -14,6 +14,7 @@ import pytest
 
 from tests.cli import run_cli
 from tests.fakehost import FakeHost, ready_host
+from tests.test_hook import runnable
 from tests.test_hostfiles import GRUB, NEW, ORIGINAL, make_root, plan_of
 from tests.test_pinning import intel_4c8t, write_topology
 from vfiodesk.hostfiles.editor import apply_plan
@@ -160,7 +161,7 @@ def test_restore_on_a_malformed_entry_is_a_clear_error(bound: FakeHost, content:
 def test_hook_release_never_writes_where_a_tampered_state_file_points(
         bound: FakeHost, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(capsys, "hook", "install", "--root", str(bound.root)).status == 0
-    script = bound.root / "etc/libvirt/hooks/qemu.d/vfiodesk"
+    script = runnable(bound.root)
     created = run_cli(capsys, "vm", "create", "win10", "--print-xml", "--root", str(bound.root),
                       "--gpu", "01:00", "--cpus", "2", "--binding", "vfiodesk")
     assert created.status == 0, created.stderr

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import click
 
 from vfiodesk import paths as P
 from vfiodesk.cli.options import dry_run_option, host_paths, root_option
-from vfiodesk.errors import VfiodeskError
-from vfiodesk.hook.script import CHAINED_NAME, hook_script
+from vfiodesk.errors import RefusedError, VfiodeskError
+from vfiodesk.hook.script import CHAINED_NAME, INSTALLED_BY, hook_script, script_header
+from vfiodesk.hostfiles.atomic import read_journal_file, write_atomic
 from vfiodesk.runner import CommandRunner
 
 HOOK_NAME = "vfiodesk"
@@ -41,33 +43,62 @@ def _targets(host: P.HostPaths) -> tuple[Path, Path, Path]:
 @dry_run_option
 @root_option
 def install(restart: bool, chain: bool, dry_run: bool, root: str | None) -> None:
-    """Install the hook (a user's own hooks/qemu is left alone: qemu.d runs beside it)."""
+    """Install the hook (a user's own hooks/qemu is left alone: qemu.d runs beside it).
+
+    libvirtd runs the hook as root, so it runs only root-owned code: the packages it imports
+    are copied, root-owned, to /usr/local/lib/vfiodesk/lib-DIGEST, and the interpreter must be
+    root-owned and writable by root alone (refused otherwise)."""
+    from vfiodesk.hook import install as code
+
     host = host_paths(root)
     target, legacy, chained = _targets(host)
-    text = hook_script()
+    python = code.interpreter()
+    code.refuse_unsafe(code.unsafe_owners(python), f"the interpreter {python}")
+    sources = code.source_packages(code.probe(sys.executable, [], isolated=False))
+    lib_name = f"lib-{code.digest(sources)}"
+    lib_shown = f"/{code.LIB_DIR}/{lib_name}"
+    user_hook = False
     if chain:
-        user_hook = legacy.exists() and "vfiodesk hook install" not in legacy.read_text(errors="replace")
-        if user_hook and not dry_run:
-            os.replace(legacy, chained)  # the user's script, byte for byte, mode kept
+        user_hook = legacy.exists() and INSTALLED_BY not in _hook_text(legacy)
         target = legacy
-        runs_first = user_hook or chained.exists()
-        text = hook_script(chained=f"/{chained.relative_to(host.root)}" if runs_first else None)
+    runs_first = chain and (user_hook or chained.exists())
+    text = hook_script(python, lib_shown,
+                       chained=f"/{chained.relative_to(host.root)}" if runs_first else None)
     if dry_run:
+        click.echo(f"would copy {', '.join(map(str, sources))} to {lib_shown} (root-owned, 0755/0644)")
+        if user_hook:
+            click.echo(f"would move {legacy} to {chained}")
         click.echo(f"would write {target} (mode 0755):\n{text}")
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{HOOK_NAME}.tmp")
-    temporary.write_text(text)
-    temporary.chmod(0o755)
-    os.replace(temporary, target)
+    if os.geteuid() != 0:
+        raise RefusedError("hook install must run as root (the hook's code is made root-owned)",
+                           "sudo vfiodesk hook install")
+    lib = code.install_lib(host, sources, lib_name)
+    code.refuse_unsafe(code.check_runnable(python, lib), f"the hook's code in {lib}")
+    if user_hook:
+        os.replace(legacy, chained)  # the user's script, byte for byte, mode kept
+    write_atomic(target, text.encode(), str(target), mode=0o755)
+    code.remove_other_libs(host, lib_name)
     daemon = _daemon(host)
-    click.echo(f"installed {target}")
+    click.echo(f"installed {target}, running {python} -I -S with code from {lib_shown}")
     # libvirt looks for hook scripts when the daemon starts (libvirt.org/hooks.html).
     if restart:
         CommandRunner(host).run(["systemctl", "restart", daemon])
     else:
         click.echo(f"restart the libvirt daemon so it notices the hook: systemctl restart {daemon} "
                    "(or run this again with --restart)")
+
+
+def _hook_text(path: Path) -> str:
+    """A hook script's text; a clear error for one that is empty, binary or not a file."""
+    try:
+        data = read_journal_file(path, limit=1024 * 1024)
+    except ValueError as exc:
+        raise VfiodeskError(f"{path} is unusable ({exc})", "vfiodesk hook install") from None
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return ""  # binary: not ours
 
 
 @hook.command()
@@ -79,7 +110,7 @@ def uninstall(dry_run: bool, root: str | None) -> None:
     target, legacy, chained = _targets(host)
     removed = False
     for path in (target, legacy):
-        if path.exists() and "vfiodesk hook install" in path.read_text(errors="replace"):
+        if path.exists() and INSTALLED_BY in _hook_text(path):
             click.echo(f"{'would remove' if dry_run else 'removed'} {path}")
             if not dry_run:
                 path.unlink()
@@ -95,17 +126,41 @@ def uninstall(dry_run: bool, root: str | None) -> None:
 @hook.command()
 @root_option
 def status(root: str | None) -> None:
-    """Is the hook installed, current, and runnable?"""
+    """Is the hook installed, current, and running only root-owned code? (exit 1 if not)"""
+    from vfiodesk.hook import install as code
+
     host = host_paths(root)
     target = host(P.ETC_LIBVIRT_HOOKS, "qemu.d", HOOK_NAME)
-    if not target.exists():
+    if not target.exists() and not target.is_symlink():
         raise VfiodeskError("the hook is not installed", "vfiodesk hook install")
-    current = target.read_text() == hook_script()
-    interpreter = target.read_text().splitlines()[0][2:].split()[0]
-    click.echo(f"installed: {target}{'' if current else ' (from another vfiodesk installation)'}")
-    click.echo(f"interpreter: {interpreter}{'' if os.path.exists(interpreter) else ' (MISSING)'}")
+    text = _hook_text(target)
+    header = script_header(text)
+    if not text.strip():
+        raise VfiodeskError(f"{target} is empty: it is not vfiodesk's hook", "vfiodesk hook install")
+    if INSTALLED_BY not in text or set(header) != {"python", "lib"}:
+        raise VfiodeskError(f"{target} is not a hook written by this vfiodesk (binary, or an older "
+                            "one that ran code from where vfiodesk was installed)", "vfiodesk hook install")
+    python, lib_shown = header["python"], header["lib"]
+    lib = host(lib_shown.lstrip("/"))
+    problems = []
+    if text != hook_script(python, lib_shown):
+        problems.append(f"{target} was changed since vfiodesk wrote it")
+    if not os.access(python, os.X_OK):
+        problems.append(f"the interpreter {python} is missing or not executable")
+    elif not lib.is_dir():
+        problems.append(f"the hook's code {lib_shown} is missing")
+    else:
+        problems += code.check_runnable(python, lib)
+    sources = code.source_packages(code.probe(sys.executable, [], isolated=False))
+    current = lib.name == f"lib-{code.digest(sources)}"
+    click.echo(f"installed: {target}{'' if current else ' (from another vfiodesk version: install again)'}")
+    click.echo(f"interpreter: {python}")
+    click.echo(f"code: {lib_shown} (root-owned copy)")
     click.echo(f"executable: {'yes' if os.access(target, os.X_OK) else 'NO'}")
     user_hook = host(P.ETC_LIBVIRT_HOOKS, "qemu")
     if user_hook.exists():
         click.echo(f"also present, left alone: {user_hook}")
     click.echo(f"daemon: {_daemon(host)}")
+    if problems:
+        raise VfiodeskError("the hook is not safe or not runnable: " + "; ".join(problems[:5]),
+                            "vfiodesk hook install (as root, from a root-owned installation)")

@@ -27,12 +27,12 @@ from vfiodesk.model.sizes import KIB
 from vfiodesk.runner import CommandRunner
 
 
-def _domain(data: bytes) -> tuple[DomainDocument, VmManagement]:
+def _domain(data: bytes) -> tuple[DomainDocument, VmManagement] | None:
+    """The document and vfiodesk's options; None for a domain vfiodesk does not manage (the
+    sh front only pre-filters: the namespace may be declared without our element)."""
     doc = DomainDocument.parse(data)
     management = doc.management()
-    if management is None:
-        raise InputError("the vfiodesk metadata element is missing", "run vfiodesk vm tune NAME")
-    return doc, management
+    return None if management is None else (doc, management)
 
 
 def _pattern(address: PciAddress) -> PciPattern:
@@ -76,7 +76,10 @@ def _quiet(line: str) -> None:
 
 def prepare(host: P.HostPaths, vm: str, data: bytes, say: Callable[[str], None] = _quiet) -> list[str]:
     """Bind (or check) the VM's devices and take its runtime resources; ``say`` logs as it goes."""
-    doc, management = _domain(data)
+    parsed = _domain(data)
+    if parsed is None:
+        return []
+    doc, management = parsed
     hostdevs = pci_hostdevs(doc)
     done: list[str] = []
     check_drift(host, vm, management)
@@ -204,7 +207,10 @@ def _node_of(host: P.HostPaths, cpus: CpuSet) -> int:
 
 def release(host: P.HostPaths, vm: str, data: bytes, say: Callable[[str], None] = _quiet) -> list[str]:
     """Undo prepare; runs after a failed prepare too, so every step tolerates 'nothing to do'."""
-    doc, management = _domain(data)
+    parsed = _domain(data)
+    if parsed is None:
+        return []
+    doc, management = parsed
     ours = [address for element, address in pci_hostdevs(doc) if element.get("managed") != "yes"]
     done = _give_back(host, vm, ours, management.single_gpu, say)
     state_file = _state_file(host, vm)

@@ -17,6 +17,8 @@ from vfiodesk.paths import HostPaths
 
 # Operations after which libvirt ignores our status, or where non-zero would kill a running
 # VM (reconnect): always 0 there (libvirt.org/hooks.html#qemu_migration).
+# The operations the hook acts on; for the others the sh front never starts Python.
+ACTING_OPERATIONS = ("prepare", "release")
 _ALWAYS_OK = {"stopped", "release", "reconnect", "started", "attach", "restore", "migrate"}
 
 

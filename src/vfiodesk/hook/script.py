@@ -1,50 +1,71 @@
 """The executable installed in /etc/libvirt/hooks/qemu.d/.
 
-A POSIX sh script: it reads ALL of stdin (libvirt requires it) and leaves at once for domains
-without vfiodesk's metadata marker, in about the time of a bare shell; only for ours does it
-start Python (-IS: isolated, no site) with vfiodesk's install location on sys.path.
+A POSIX sh script. libvirt gives every hook the domain XML on stdin and expects it read. For
+operations the hook does not act on it drains stdin (exec cat) and leaves; for prepare and
+release it leaves at once unless the XML carries vfiodesk's metadata element (its namespace
+declared as an attribute: a mention of the URL in <description> is escaped text, ``&quot;``,
+and does not match), so only VMs vfiodesk manages start Python: the resolved, root-owned
+interpreter with -I -S, importing only the root-owned copy that `hook install` made.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
-import sys
-from pathlib import Path
 
 from vfiodesk.domxml.metadata import NAMESPACE
+from vfiodesk.hook.run import ACTING_OPERATIONS
+
+INSTALLED_BY = "# Installed by `vfiodesk hook install`; remove with `vfiodesk hook uninstall`."
 
 TEMPLATE = """#!/bin/sh
-# Installed by `vfiodesk hook install`; remove with `vfiodesk hook uninstall`.
-input=$(cat)
-{chain}case $input in
-  *{marker}*) ;;
+{installed_by}
+# vfiodesk-python: {python}
+# vfiodesk-lib: {lib}
+{read}case $input in
+  *{element}*) ;;
   *) exit 0 ;;
 esac
-printf '%s\\n' "$input" | exec {python} -IS -c {code} "$@"
+printf '%s\\n' "$input" | exec {python_quoted} -IS -c {code} "$@"
 """
 
+# Only the operations the hook acts on read stdin into the shell; the rest drain it.
+READ = """case $2 in
+  {acting}) input=$(cat) ;;
+  *) exec cat >/dev/null ;;
+esac
+"""
+
+# libvirt < 6.5 runs only hooks/qemu: the user's own script moves aside and runs first, with
+# the same arguments and stdin, for every operation; its failure stops a start as before.
+CHAIN = """input=$(cat)
+printf '%s\\n' "$input" | {chained} "$@" || exit $?
+case $2 in
+  {acting}) ;;
+  *) exit 0 ;;
+esac
+"""
+CHAINED_NAME = "qemu.vfiodesk-chained"
+
 CODE = """import sys
-sys.path[:0] = {paths!r}
+sys.path[:0] = [{lib!r}]
 from vfiodesk.hook.run import main
 sys.exit(main(sys.argv[1:], sys.stdin.buffer.read()))
 """
 
-
-# libvirt < 6.5 runs only hooks/qemu: the user's own script moves aside and runs first, with
-# the same arguments and stdin; its failure stops a start as it did before.
-CHAIN = """printf '%s\\n' "$input" | {chained} "$@" || exit $?
-"""
-CHAINED_NAME = "qemu.vfiodesk-chained"
+_HEADER = re.compile(r"^# vfiodesk-(python|lib): (.+)$", re.MULTILINE)
 
 
-def hook_script(python: str | None = None, chained: str | None = None) -> str:
-    """The script text for this installation (its interpreter and import paths)."""
-    import vfiodesk
+def hook_script(python: str, lib: str, chained: str | None = None) -> str:
+    """The script for interpreter ``python`` and code copy ``lib`` (paths as the host sees them)."""
+    acting = "|".join(ACTING_OPERATIONS)
+    read = (CHAIN.format(chained=shlex.quote(chained), acting=acting) if chained
+            else READ.format(acting=acting))
+    element = "xmlns:*" + shlex.quote(f'="{NAMESPACE}"')  # the namespace as an attribute value
+    return TEMPLATE.format(installed_by=INSTALLED_BY, python=python, lib=lib, read=read, element=element,
+                           python_quoted=shlex.quote(python), code=shlex.quote(CODE.format(lib=lib)))
 
-    package_parent = str(Path(vfiodesk.__file__).resolve().parent.parent)
-    site_paths = [p for p in sys.path if p.endswith("site-packages")]
-    code = CODE.format(paths=[package_parent, *site_paths])
-    chain = CHAIN.format(chained=shlex.quote(chained)) if chained else ""
-    return TEMPLATE.format(chain=chain, marker=shlex.quote(NAMESPACE),
-                           python=shlex.quote(python or sys.executable),
-                           code=shlex.quote(code))
+
+def script_header(text: str) -> dict[str, str]:
+    """The interpreter and code copy an installed script names ({} for other scripts)."""
+    return {key: value for key, value in _HEADER.findall(text)}
