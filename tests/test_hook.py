@@ -37,7 +37,8 @@ def runnable(root: Path, script: Path | None = None) -> Path:
     """The installed script with its code path pointed into the tree (it names the path the
     host will see, /usr/local/lib/vfiodesk/...)."""
     script = script or root / "etc/libvirt/hooks/qemu.d/vfiodesk"
-    script.write_text(script.read_text().replace("/usr/local/lib/vfiodesk/", f"{root}/usr/local/lib/vfiodesk/"))
+    text = script.read_text()
+    script.write_text(text.replace("/usr/local/lib/vfiodesk/", f"{root}/usr/local/lib/vfiodesk/"))
     return script
 
 
