@@ -112,17 +112,17 @@ def monitor() -> None:
 @click.option("--config", type=click.Path(path_type=Path),
               default=Path(os.path.expanduser("~/.config/vfiodesk/monitors.toml")), show_default=True)
 @dry_run_option
-def switch(target: str, number: int | None, config: Path, dry_run: bool) -> None:
+@root_option
+def switch(target: str, number: int | None, config: Path, dry_run: bool, root: str | None) -> None:
     """Switch to TARGET's input; bind this command to a hotkey (README)."""
-    from vfiodesk.paths import HostPaths
-
     monitors = load_monitors(config)
     if number is not None and number not in monitors:
         raise InputError(f"monitor {number} is not in {config}", f"configured: {sorted(monitors)}")
-    runner = CommandRunner(HostPaths(), dry_run=dry_run)
+    runner = CommandRunner(host_paths(root), dry_run=dry_run)
     for display in sorted(monitors) if number is None else [number]:
         value = switch_input(runner, monitors[display], target)
-        click.echo(f"monitor {display}: input 0x{value:02x} ({target})")
+        done = "input" if runner.will_run else "would switch to input"
+        click.echo(f"monitor {display}: {done} 0x{value:02x} ({target})")
 
 
 @desktop.command("looking-glass")

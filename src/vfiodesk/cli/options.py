@@ -20,10 +20,21 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+def _guard_libvirt(ctx: click.Context, _param: click.Parameter, root: str | None) -> str | None:
+    """Under a --root other than /, libvirt needs an explicit --connect (virt.connection)."""
+    from vfiodesk import virt
+
+    foreign = root if root is not None and not HostPaths.from_env(root).is_real_host else None
+    token = virt.foreign_root.set(foreign)
+    ctx.call_on_close(lambda: virt.foreign_root.reset(token))
+    return root
+
+
 root_option = click.option(
-    "--root", "root", metavar="DIR|ARCHIVE", envvar=ROOT_ENV, default=None,
+    "--root", "root", metavar="DIR|ARCHIVE", envvar=ROOT_ENV, default=None, callback=_guard_libvirt,
     help="Act on a tree that mirrors / (or a snapshot archive) instead of this host "
-         f"[env: {ROOT_ENV}]. External commands are printed, not run.",
+         f"[env: {ROOT_ENV}]. External commands are printed, not run; libvirt is used only "
+         "with an explicit --connect.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 dry_run_option = click.option("--dry-run", is_flag=True,

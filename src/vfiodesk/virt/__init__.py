@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from typing import Any
 
-from vfiodesk.errors import VfiodeskError
+from vfiodesk.errors import InputError, VfiodeskError
 from vfiodesk.model.sizes import format_size
 
 DEFAULT_URI = "qemu:///system"
+
+# Set by the CLI while a command works on a --root other than this host: its libvirt is not that
+# root's, so a connection needs an explicit URI.
+foreign_root: contextvars.ContextVar[str | None] = contextvars.ContextVar("foreign_root", default=None)
 
 
 def _libvirt() -> Any:
@@ -31,6 +36,11 @@ def _error(action: str, exc: Exception, hint: str) -> VfiodeskError:
 @contextlib.contextmanager
 def connection(uri: str | None) -> Iterator[Any]:
     """An open libvirt connection (virsh's convention: qemu:///system unless told)."""
+    root = foreign_root.get()
+    if uri is None and root is not None:
+        raise InputError(f"--root {root} is not this host: vfiodesk does not use this host's libvirt "
+                         "for it unless told", "name the libvirt to use with --connect URI (e.g. "
+                         f"--connect {DEFAULT_URI}), or work on a file with --xml")
     libvirt = _libvirt()
     libvirt.registerErrorHandler(lambda *_: None, None)  # errors become exceptions, not stderr noise
     try:
