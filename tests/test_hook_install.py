@@ -152,6 +152,8 @@ def test_python_starts_only_for_the_operations_that_act(tmp_path: Path) -> None:
         assert (done.returncode, done.stderr) == (0, ""), operation
     for operation in ("prepare", "release"):
         assert run_hook(script, tmp_path, operation, MANAGED).returncode == 127
+    single_gpu = MANAGED.replace('version="1"/>', 'version="1"><vfiodesk:manage single-gpu="yes"/></vfiodesk:vm>')
+    assert run_hook(script, tmp_path, "started", single_gpu).returncode == 127  # it records QEMU's pid
 
 
 def test_an_unmanaged_vm_that_mentions_the_namespace_starts(libvirtd: str, copy_of: FakeHost) -> None:

@@ -113,8 +113,8 @@ def _give_back(host: P.HostPaths, vm: str, ours: list[PciAddress], single_gpu: b
 
 def started(host: P.HostPaths, vm: str, data: bytes) -> list[str]:
     """QEMU runs: a single-GPU hand-off records its pid, so the watchdog can see it die."""
-    _, management = _domain(data)
-    if not management.single_gpu:
+    parsed = _domain(data)
+    if parsed is None or not parsed[1].single_gpu:
         return []
     pid_text = (host(P.RUN_LIBVIRT_QEMU, f"{vm}.pid").read_text(errors="replace")
                 if host(P.RUN_LIBVIRT_QEMU, f"{vm}.pid").exists() else "").strip()

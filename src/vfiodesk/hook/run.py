@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from vfiodesk.errors import VfiodeskError
 from vfiodesk.paths import HostPaths
 
+# The operations the hook acts on, each with the attribute vfiodesk's element must carry for it
+# ("": any VM vfiodesk manages); for the others the sh front never starts Python.
+ACTING_OPERATIONS = {"prepare": "", "release": "", "started": 'single-gpu="yes"'}
 # Operations after which libvirt ignores our status, or where non-zero would kill a running
 # VM (reconnect): always 0 there (libvirt.org/hooks.html#qemu_migration).
-# The operations the hook acts on; for the others the sh front never starts Python.
-ACTING_OPERATIONS = ("prepare", "release")
 _ALWAYS_OK = {"stopped", "release", "reconnect", "started", "attach", "restore", "migrate"}
 
 

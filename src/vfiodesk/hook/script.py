@@ -31,9 +31,13 @@ printf '%s\\n' "$input" | exec {python_quoted} -IS -c {code} "$@"
 
 # Only the operations the hook acts on read stdin into the shell; the rest drain it.
 READ = """case $2 in
-  {acting}) input=$(cat) ;;
-  *) exec cat >/dev/null ;;
+{cases}  *) exec cat >/dev/null ;;
 esac
+"""
+READ_ALWAYS = """  {operations}) input=$(cat) ;;
+"""
+READ_WHEN = """  {operation}) input=$(cat)
+    case $input in *{attribute}*) ;; *) exit 0 ;; esac ;;
 """
 
 # libvirt < 6.5 runs only hooks/qemu: the user's own script moves aside and runs first, with
@@ -59,8 +63,12 @@ _HEADER = re.compile(r"^# vfiodesk-(python|lib): (.+)$", re.MULTILINE)
 def hook_script(python: str, lib: str, chained: str | None = None) -> str:
     """The script for interpreter ``python`` and code copy ``lib`` (paths as the host sees them)."""
     acting = "|".join(ACTING_OPERATIONS)
+    always = "|".join(op for op, attribute in ACTING_OPERATIONS.items() if not attribute)
+    cases = READ_ALWAYS.format(operations=always) + "".join(
+        READ_WHEN.format(operation=op, attribute=shlex.quote(" " + attribute))
+        for op, attribute in ACTING_OPERATIONS.items() if attribute)
     read = (CHAIN.format(chained=shlex.quote(chained), acting=acting) if chained
-            else READ.format(acting=acting))
+            else READ.format(cases=cases))
     element = "xmlns:*" + shlex.quote(f'="{NAMESPACE}"')  # the namespace as an attribute value
     return TEMPLATE.format(installed_by=INSTALLED_BY, python=python, lib=lib, read=read, element=element,
                            python_quoted=shlex.quote(python), code=shlex.quote(CODE.format(lib=lib)))
