@@ -152,7 +152,8 @@ def test_python_starts_only_for_the_operations_that_act(tmp_path: Path) -> None:
         assert (done.returncode, done.stderr) == (0, ""), operation
     for operation in ("prepare", "release"):
         assert run_hook(script, tmp_path, operation, MANAGED).returncode == 127
-    single_gpu = MANAGED.replace('version="1"/>', 'version="1"><vfiodesk:manage single-gpu="yes"/></vfiodesk:vm>')
+    manage = '<vfiodesk:manage single-gpu="yes"/>'
+    single_gpu = MANAGED.replace('version="1"/>', f'version="1">{manage}</vfiodesk:vm>')
     assert run_hook(script, tmp_path, "started", single_gpu).returncode == 127  # it records QEMU's pid
 
 
