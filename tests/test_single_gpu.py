@@ -13,6 +13,7 @@ import pytest
 
 from tests.cli import run_cli
 from tests.fakehost import FakeHost
+from tests.test_hook import runnable
 from tests.test_pinning import intel_4c8t, write_topology
 from vfiodesk.binding import handoff, watchdog
 from vfiodesk.binding.display import gpu_device_nodes, wait_for_holders
@@ -145,6 +146,7 @@ def log_of(host: FakeHost) -> str:
 @pytest.fixture
 def installed(host: FakeHost, capsys: pytest.CaptureFixture[str]) -> str:
     assert run_cli(capsys, "hook", "install", "--root", str(host.root)).status == 0
+    runnable(host.root)
     return create_xml(host, capsys, "--single-gpu")
 
 
