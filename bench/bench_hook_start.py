@@ -1,0 +1,152 @@
+"""What the hook adds to `virsh start` of a VM vfiodesk manages (type qemu, no hostdevs, so
+prepare and release have nothing to do), on a real libvirtd, median of N starts each:
+no hook, the hook as installed, and the same hook starting Python for every operation (how it
+was before); the reference is one start of the hook's interpreter (`python -I -S -c pass`).
+
+The daemon is private: it runs in its own mount namespace with a private /run, its own
+/etc/libvirt/hooks, domain configs and state, so this host's libvirtd and hooks are untouched.
+Needs root and libvirtd/virtlogd/qemu-system-x86_64; prints why when it cannot run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from vfiodesk.domxml.metadata import NAMESPACE
+
+DOMAIN = f"""<domain type='qemu'><name>vfiodesk-bench</name><memory unit='MiB'>64</memory>
+<os><type arch='x86_64'>hvm</type></os><devices><video><model type='none'/></video>
+</devices><metadata><vfiodesk:vm xmlns:vfiodesk="{NAMESPACE}"/></metadata></domain>"""
+
+# Run inside the namespace: set up private state, start the daemons, time the starts.
+SETUP = """set -e
+mount --make-rprivate /
+mount -t tmpfs tmpfs /run
+mkdir -p /run/libvirt /run/lock
+for private in etc/libvirt/hooks etc/libvirt/qemu var/lib/libvirt var/cache/libvirt var/log/libvirt; do
+  mkdir -p "$W/$private" "/$private"
+  mount --bind "$W/$private" "/$private"
+done
+mount -t tmpfs tmpfs /usr/local/lib
+mkdir /usr/local/lib/vfiodesk
+mount --bind "$W/root/usr/local/lib/vfiodesk" /usr/local/lib/vfiodesk
+virtlogd -d
+libvirtd -d
+for i in $(seq 100); do virsh -c qemu:///system version >/dev/null 2>&1 && break; sleep 0.1; done
+status=0
+"$PYTHON" "$W/timing.py" || status=$?
+# The daemons started above, by their pid files in the private /run (qemu went with destroy).
+kill "$(cat /run/libvirtd.pid)" "$(cat /run/virtlogd.pid)" || true
+exit $status
+"""
+
+TIMING = """import json, os, statistics, subprocess, sys, time
+hooks, variants, repeat, python = json.load(open(os.environ["W"] + "/args.json"))
+virsh = ["virsh", "-c", "qemu:///system", "-q"]
+def run(*args):
+    done = subprocess.run([*virsh, *args], capture_output=True, text=True, timeout=120)
+    if done.returncode:
+        sys.exit(f"virsh {' '.join(args)}: {done.stderr.strip()}")
+run("define", os.environ["W"] + "/domain.xml")
+def use(variant):
+    target = os.path.join(hooks, "qemu.d", "vfiodesk")
+    if os.path.exists(target):
+        os.unlink(target)
+    if variant:
+        os.symlink(variants[variant], target)
+samples = {name: [] for name in ["none", *variants]}
+for index in range(repeat + 1):
+    for name in samples:
+        use(None if name == "none" else name)
+        started = time.perf_counter()
+        run("start", "vfiodesk-bench")
+        took = time.perf_counter() - started
+        run("destroy", "vfiodesk-bench")
+        if index:
+            samples[name].append(took)
+python_start = []
+for index in range(repeat + 1):
+    started = time.perf_counter()
+    subprocess.run([python, "-I", "-S", "-c", "pass"], check=True)
+    if index:
+        python_start.append(time.perf_counter() - started)
+print(json.dumps({"starts": {k: statistics.median(v) for k, v in samples.items()},
+                  "python": statistics.median(python_start)}))
+"""
+
+
+def _missing() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (a private mount namespace and libvirtd)"
+    for program in ("unshare", "libvirtd", "virtlogd", "virsh", "qemu-system-x86_64"):
+        if shutil.which(program) is None:
+            return f"needs {program}"
+    return None
+
+
+def report(repeat: int) -> list[str]:
+    why = _missing()
+    if why:
+        return [f"hook cost at virsh start: skipped ({why})"]
+    repeat = max(repeat, 10)
+    work = Path(tempfile.mkdtemp(prefix="vfiodesk-bench-start-"))
+    try:
+        return _measure(work, repeat)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure(work: Path, repeat: int) -> list[str]:
+    root = work / "root"
+    root.mkdir()
+    subprocess.run([sys.executable, "-m", "vfiodesk", "hook", "install", "--root", str(root)], check=True,
+                   capture_output=True)
+    installed = root / "etc/libvirt/hooks/qemu.d/vfiodesk"
+    text = installed.read_text()
+    variants = work / "variants"
+    variants.mkdir()
+    (variants / "hook").write_text(text)
+    # The same script, but Python for every operation (the front before this change).
+    every = text.replace("prepare|release) input=$(cat) ;;", "*) input=$(cat) ;;")
+    (variants / "every-operation").write_text(every)
+    for script in variants.iterdir():
+        script.chmod(0o755)
+    hooks = work / "etc/libvirt/hooks"
+    (hooks / "qemu.d").mkdir(parents=True)
+    shutil.copy2(variants / "hook", hooks / "qemu.d/vfiodesk")  # present at daemon start
+    (work / "domain.xml").write_text(DOMAIN)
+    (work / "timing.py").write_text(TIMING)
+    python = text.split("# vfiodesk-python: ", 1)[1].split("\n", 1)[0]
+    (work / "args.json").write_text(json.dumps(
+        ["/etc/libvirt/hooks", {name: str(variants / name) for name in ("hook", "every-operation")},
+         repeat, python]))
+    done = subprocess.run(["unshare", "--mount", "sh", "-c", SETUP],
+                          env={**os.environ, "W": str(work), "PYTHON": sys.executable},
+                          capture_output=True, text=True, timeout=600, check=False)
+    if done.returncode != 0:
+        return [f"hook cost at virsh start: failed ({(done.stderr.strip().splitlines() or ['?'])[-1]})"]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    starts, python_start = result["starts"], result["python"]
+    none = starts["none"]
+    lines = [f"hook cost at virsh start (managed VM, type qemu, no hostdevs, median of {repeat}):",
+             f"  no hook {none * 1000:.0f} ms; one `python -I -S -c pass` {python_start * 1000:.0f} ms"]
+    for name, label in (("hook", "vfiodesk hook"), ("every-operation", "Python for every operation")):
+        added = starts[name] - none
+        lines.append(f"  {label} {starts[name] * 1000:.0f} ms: ratio {starts[name] / none:.2f}x, "
+                     f"added {added * 1000:.0f} ms = {added / python_start:.2f} Python starts"
+                     + (f" (goal <= 1.00: {'met' if added <= python_start else 'MISSED'})" if name == "hook"
+                        else ""))
+    return lines
+
+
+if __name__ == "__main__":
+    started = time.perf_counter()
+    print("\n".join(report(int(sys.argv[1]) if len(sys.argv) > 1 else 10)))
+    print(f"({time.perf_counter() - started:.0f} s)", file=sys.stderr)
