@@ -6,7 +6,8 @@ example's temporary directory. Every run names the tree with --root and VFIODESK
 libvirt with the in-process test:///default driver, so nothing reaches this machine's sysfs,
 its boot configuration or its libvirtd. The `lab` commands (they boot QEMU) are left out.
 
-Runs are bounded by the "ci" profile (a few minutes on 2 cores); HYPOTHESIS_PROFILE=deep runs more.
+Runs are bounded by the "ci" profile (a few minutes on 2 cores, the same examples every run);
+HYPOTHESIS_PROFILE=random (40 new examples per command) or deep (300) look further.
 """
 
 from __future__ import annotations

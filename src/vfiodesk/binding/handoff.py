@@ -37,7 +37,7 @@ from vfiodesk.binding.display import (
 from vfiodesk.binding.engine import bind_devices, release_devices
 from vfiodesk.binding.sysfs import SysfsWriter
 from vfiodesk.errors import HostReadError, VfiodeskError
-from vfiodesk.host.sysfs import read_attr
+from vfiodesk.host.sysfs import read_attr, read_bytes
 from vfiodesk.host.usage import read_fb_consoles
 from vfiodesk.hostfiles.atomic import write_atomic
 from vfiodesk.model.pci import PciAddress, PciPattern
@@ -71,12 +71,12 @@ def read_state(host: P.HostPaths) -> HandoffState | None:
     if not path.exists():
         return None
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(read_bytes(path, 64 * 1024))
         return HandoffState(str(raw["vm"]), tuple(str(a) for a in raw["devices"]),
                             bool(raw["display_manager_was_active"]), str(raw["phase"]),
                             raw.get("qemu_pid") if isinstance(raw.get("qemu_pid"), int) else None,
                             float(raw.get("since", 0.0)))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise HostReadError(f"the hand-off state {path} is damaged ({exc})",
                             "start the display manager by hand (systemctl start display-manager), "
                             "then delete the file") from None

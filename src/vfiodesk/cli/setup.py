@@ -12,7 +12,6 @@ import io
 import os
 import shlex
 import sys
-import tomllib
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from vfiodesk.desktop.prime import query_prime_profile
 from vfiodesk.errors import ExitStatus, InputError, RefusedError, VfiodeskError
 from vfiodesk.host.facts import read_host_facts
 from vfiodesk.host.setup_facts import hook_installed, read_boot_id, systemd_running
+from vfiodesk.host.userfiles import load_toml
 from vfiodesk.hostfiles.atomic import remove, write_atomic
 from vfiodesk.hostfiles.journal import read_changes
 from vfiodesk.hostfiles.setup_state import SetupState, read_setup_state, save_setup_state
@@ -203,12 +203,7 @@ def _answers(state: SetupState, profile: Path | None, options: dict[str, Any]) -
 
 
 def _load_profile(path: Path, known: dict[str, Any]) -> dict[str, Any]:
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"profile {path} does not exist", "give the path of a .toml file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"profile {path} is not valid TOML: {exc}", "fix the file") from None
+    data = load_toml(path, "profile")
     values = {}
     for key, value in data.items():
         name = key.replace("-", "_")

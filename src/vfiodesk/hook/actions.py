@@ -116,9 +116,11 @@ def started(host: P.HostPaths, vm: str, data: bytes) -> list[str]:
     parsed = _domain(data)
     if parsed is None or not parsed[1].single_gpu:
         return []
-    pid_text = (host(P.RUN_LIBVIRT_QEMU, f"{vm}.pid").read_text(errors="replace")
-                if host(P.RUN_LIBVIRT_QEMU, f"{vm}.pid").exists() else "").strip()
-    mark_started(host, vm, int(pid_text) if pid_text.isdigit() else None)
+    try:
+        pid_text = read_attr(host(P.RUN_LIBVIRT_QEMU, f"{vm}.pid")) or ""
+    except VfiodeskError:
+        pid_text = ""  # a damaged pid file: the watchdog then has no pid to follow
+    mark_started(host, vm, int(pid_text) if pid_text.isdecimal() and len(pid_text) < 10 else None)
     return [f"QEMU runs as pid {pid_text or 'unknown'}; the watchdog follows it"]
 
 

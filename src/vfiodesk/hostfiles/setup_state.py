@@ -12,10 +12,12 @@ from typing import Any
 
 from vfiodesk import paths as P
 from vfiodesk.errors import HostReadError
+from vfiodesk.host.sysfs import read_bytes
 from vfiodesk.hostfiles.atomic import write_atomic
 from vfiodesk.plan.setup import Applied
 
 STATE_FILE = "setup.json"
+STATE_LIMIT = 1024 * 1024  # a few answers and steps
 
 
 @dataclass
@@ -35,7 +37,7 @@ def _shown(host: P.HostPaths) -> str:
 def read_setup_state(host: P.HostPaths) -> SetupState:
     path = host(P.VAR_LIB_VFIODESK, STATE_FILE)
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(read_bytes(path, STATE_LIMIT))
         known = {f.name for f in fields(Applied)}
         applied = [Applied(**{k: v for k, v in item.items() if k in known}) for item in raw["applied"]]
         answers = raw["answers"]
