@@ -28,3 +28,19 @@ def test_runner_prints_ratios_against_references() -> None:
     lines = run(benchmark, repeat=1)
     assert lines[0].startswith("smoke: true ")
     assert "vs sleep" in lines[1] and "ratio" in lines[1] and "goal <= 1.00x: met" in lines[1]
+
+
+def test_devices_json_fast_path_says_what_the_full_cli_says_without_click(tmp_path: Path) -> None:
+    generate_tree(tmp_path, count=12)
+    argv = ["devices", "--json", "--root", str(tmp_path)]
+    fast = subprocess.run([sys.executable, "-X", "importtime", "-m", "vfiodesk", *argv],
+                          capture_output=True, text=True, check=True)
+    full = subprocess.run([sys.executable, "-c", "from vfiodesk.cli.main import run; run()", *argv],
+                          capture_output=True, text=True, check=True)
+    assert json.loads(fast.stdout) == json.loads(full.stdout)
+    imported = {line.split("|")[-1].strip() for line in fast.stderr.splitlines()}
+    assert not {name for name in imported if name.split(".")[0] in ("click", "rich")}
+    # What the fast path does not handle goes to the full CLI: errors keep their hint.
+    missing = subprocess.run([sys.executable, "-m", "vfiodesk", "devices", "--json", "--root",
+                              str(tmp_path / "nowhere")], capture_output=True, text=True, check=False)
+    assert missing.returncode == 1 and "does not exist" in missing.stderr and "hint:" in missing.stderr

@@ -1,3 +1,3 @@
-from vfiodesk.cli.main import run
+from vfiodesk.cli.fast import run
 
 run()

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
-from vfiodesk.checks.groups import GroupView, Role, classify_group, default_targets, find_host_display
+from vfiodesk.checks.groups import GroupView, Role
 from vfiodesk.checks.reset import reset_advice
+from vfiodesk.cli.devices_listing import listing_json, scan_listing
 from vfiodesk.cli.options import console, emit_json, host_paths, json_option, root_option
-from vfiodesk.host.pci import group_devices, read_iommu_group_numbers, scan_pci_devices
-from vfiodesk.host.pciids import PciNames, read_pci_names
-from vfiodesk.model.pci import PciDevice
+from vfiodesk.host.pciids import PciNames
 
 
 @click.command()
@@ -19,54 +16,11 @@ from vfiodesk.model.pci import PciDevice
 @root_option
 def devices(as_json: bool, root: str | None) -> None:
     """List PCI devices by IOMMU group, marking GPU functions, bridges and strangers."""
-    host = host_paths(root)
-    found = scan_pci_devices(host)
-    iommu_enabled = bool(read_iommu_group_numbers(host))
-    names = read_pci_names(host, {(d.vendor_id, d.device_id) for d in found})
-    host_display = find_host_display(found)
-    views = [classify_group(number, members,
-                            default_targets(members, host_display) if number is not None else [],
-                            host_display)
-             for number, members in sorted(group_devices(found).items(),
-                                           key=lambda item: (item[0] is None, item[0] or 0))]
+    listing = scan_listing(host_paths(root))
     if as_json:
-        emit_json({
-            "iommu_enabled": iommu_enabled,
-            "devices": [device_json(device, role, names) for view in views
-                        for device, role in view.roles],
-            "groups": [{"number": view.number, "clean": view.is_clean,
-                        "devices": [str(device.address) for device, _ in view.roles]}
-                       for view in views if view.number is not None],
-        })
+        emit_json(listing_json(listing))
         return
-    print_groups(views, names, iommu_enabled)
-
-
-def device_json(device: PciDevice, role: Role | None, names: PciNames) -> dict[str, Any]:
-    def hex_or_none(value: int | None, digits: int) -> str | None:
-        return None if value is None else f"{value:0{digits}x}"
-
-    known = device.identified
-    return {
-        "address": str(device.address),
-        "vendor_id": f"{device.vendor_id:04x}" if known else None,
-        "device_id": f"{device.device_id:04x}" if known else None,
-        "subsystem_vendor_id": hex_or_none(device.subsystem_vendor_id, 4),
-        "subsystem_device_id": hex_or_none(device.subsystem_device_id, 4),
-        "class_code": f"{device.class_code:06x}" if known else None,
-        "revision": hex_or_none(device.revision, 2),
-        "vendor_name": names.vendor(device.vendor_id),
-        "device_name": names.device(device.vendor_id, device.device_id),
-        "driver": device.driver,
-        "iommu_group": device.iommu_group,
-        "boot_vga": device.boot_vga,
-        "reset_methods": None if device.reset_methods is None else list(device.reset_methods),
-        "numa_node": device.numa_node,
-        "driver_override": device.driver_override,
-        "role": None if device.iommu_group is None or role is None else role.value,
-        "reset_warnings": reset_advice(device),
-        "problems": list(device.problems),
-    }
+    print_groups(listing.views, listing.names, listing.iommu_enabled)
 
 
 _ROLE_STYLE = {Role.TARGET: "bold green", Role.COMPANION: "green", Role.HOST_DISPLAY: "cyan",

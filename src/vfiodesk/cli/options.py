@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from vfiodesk.cli.jsonout import emit_json as emit_json  # the commands import it from here
 from vfiodesk.host.roots import open_root
 from vfiodesk.paths import ROOT_ENV, HostPaths
 
@@ -52,10 +52,6 @@ def host_paths(root: str | None) -> HostPaths:
     return open_root(root, stack)
 
 
-def emit_json(payload: object) -> None:
-    """Indented for a person at a terminal; compact (and C-encoded, ~10x faster) for pipes."""
-    indent = 2 if sys.stdout.isatty() else None
-    sys.stdout.write(json.dumps(payload, indent=indent) + "\n")
 
 
 def console() -> Console:

@@ -53,6 +53,10 @@ def read_bytes(path: str | os.PathLike[str], limit: int) -> bytes:
                 break
             chunks.append(chunk)
             size += len(chunk)
+            if limit <= ATTR_LIMIT and len(chunk) < limit:
+                # An attribute comes whole from the first read (sysfs fills one page at once,
+                # fs/sysfs/file.c; a regular file reads short only at its end): no second read.
+                break
     finally:
         os.close(fd)
     if size > limit:
