@@ -220,18 +220,21 @@ def test_watchdog_restores_a_vm_that_never_started(host: FakeHost) -> None:
 
 def test_watchdog_gives_a_slowly_starting_qemu_longer(host: FakeHost) -> None:
     write_state(host, "prepared")
-    host.file("run/libvirt/qemu/win10.pid", "4321\n")
-    host.file("proc/4321/stat", "4321 (qemu-system-x86) R 1 4321 4321 0 -1\n")
+    status = host.file("run/libvirt/qemu/win10.xml", "<domstatus/>")  # libvirt still starts it
     polls: list[float] = []
 
     def sleep(seconds: float) -> None:
         polls.append(seconds)
-        if len(polls) == 3:
+        if len(polls) == 2:
+            status.unlink()
+            host.file("run/libvirt/qemu/win10.pid", "4321\n")
+            host.file("proc/4321/stat", "4321 (qemu-system-x86) R 1 4321 4321 0 -1\n")
+        if len(polls) == 4:
             (host.root / "proc/4321/stat").unlink()  # QEMU gave up before `started`
 
     reason = watchdog.watch(host.paths, "win10", lambda _: None, bound=0.0, starting_bound=600.0,
                             sleep=sleep)
-    assert len(polls) == 3 and "did not reach started within 0 s" in reason
+    assert len(polls) == 4 and "did not reach started within 0 s" in reason
     assert handoff.read_state(host.paths) is None
 
 

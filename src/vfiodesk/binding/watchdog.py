@@ -15,13 +15,14 @@ import time
 from collections.abc import Callable
 
 from vfiodesk import paths as P
-from vfiodesk.binding.handoff import read_state, release_single_gpu
+from vfiodesk.binding.handoff import logged, read_state, release_single_gpu
 from vfiodesk.errors import VfiodeskError
 from vfiodesk.host.sysfs import read_attr
 
-START_BOUND = 120.0  # seconds from prepare to `started` while no QEMU runs for the VM
-# QEMU runs but libvirt has not said `started` yet: a slow start (huge memory to pre-fault,
-# nested TCG), not a lost one; taking the GPU from under it would fail the start.
+START_BOUND = 120.0  # seconds from prepare to `started` once libvirt has given up on the domain
+# libvirt still starts it (its status file or QEMU exists) but has not said `started`: a slow
+# start (huge memory to pre-fault, nested TCG), not a lost one; taking the GPU from under it
+# would fail the start.
 STARTING_BOUND = 600.0
 EXIT_GRACE = 5.0  # QEMU gone: libvirt's own release normally begins well within this
 POLL = 1.0
@@ -35,11 +36,13 @@ def qemu_alive(host: P.HostPaths, pid: int) -> bool:
     return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
-def qemu_of(host: P.HostPaths, vm: str) -> int | None:
-    """The pid of the VM's running QEMU, from libvirt's pid file."""
+def libvirt_starting(host: P.HostPaths, vm: str) -> bool:
+    """libvirt still works on the start: its status file for the domain exists (written before
+    QEMU runs, removed when the domain stops) or the VM's QEMU runs."""
+    if host(P.RUN_LIBVIRT_QEMU, f"{vm}.xml").exists():
+        return True
     text = read_attr(host(P.RUN_LIBVIRT_QEMU, f"{vm}.pid"))
-    pid = int(text) if text and text.isdigit() else None
-    return pid if pid is not None and qemu_alive(host, pid) else None
+    return bool(text and text.isdigit() and qemu_alive(host, int(text)))
 
 
 def watch(host: P.HostPaths, vm: str, say: Callable[[str], None], *, bound: float = START_BOUND,
@@ -54,7 +57,7 @@ def watch(host: P.HostPaths, vm: str, say: Callable[[str], None], *, bound: floa
             return "a release began; nothing to do"
         now = time.monotonic()
         reason = None
-        limit = starting_bound if qemu_of(host, vm) is not None else bound
+        limit = starting_bound if libvirt_starting(host, vm) else bound
         if state.phase in ("preparing", "prepared") and now - began > limit:
             reason = f"{vm} did not reach started within {limit:.0f} s"
         elif state.phase == "started" and state.qemu_pid is not None and \
@@ -79,11 +82,13 @@ def main(argv: list[str]) -> int:
     vm = argv[0]
     syslog.openlog("vfiodesk-watchdog", syslog.LOG_PID, syslog.LOG_DAEMON)
 
-    def say(line: str) -> None:
+    def to_syslog(line: str) -> None:
         syslog.syslog(syslog.LOG_INFO, f"{vm}: {line}")
 
+    host = P.HostPaths.from_env(root)
+    say = logged(host, vm, to_syslog)  # handoff.log too: every step of a hand-off in one place
     try:
-        say(f"watching: {watch(P.HostPaths.from_env(root), vm, say)}")
+        say(f"watchdog: {watch(host, vm, say)}")
     except VfiodeskError as exc:
         syslog.syslog(syslog.LOG_ERR, f"{vm}: {exc.message} ({exc.hint})")
         return 1
