@@ -113,6 +113,10 @@ def test_missing_qemu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path
 def test_demo_steps_tell_the_story_in_order_and_stay_out_of_real_hosts(tmp_path: Path) -> None:
     names = [item.name for item in load_steps()]
     assert names[:2] == ["doctor", "devices"] and len(names) == len(set(names))
+    # A desktop's boot first (efifb, then the GPU's driver), then the everyday binding.
+    story = ["efifb", "efifb-bind", "efifb-unbind", "gpu-driver", "display-server", "bind", "unbind",
+             "module-reload", "vm-create"]
+    assert [name for name in names if name in story] == story
     cmdline = tmp_path / "cmdline"
     cmdline.write_text("BOOT_IMAGE=/vmlinuz root=/dev/sda1 intel_iommu=on\n")
     assert not in_the_lab(cmdline)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from typing import Any
 
 import click
 
-from vfiodesk.cli.options import console, dry_run_option, host_paths, root_option
+from vfiodesk.cli.options import console, dry_run_option, emit_json, host_paths, json_option, root_option
 from vfiodesk.errors import ExitStatus, VfiodeskError
 from vfiodesk.lab.boot import LabResult, LabSpec, run_in_lab
 from vfiodesk.lab.firmware import FIRMWARES, Firmware
@@ -63,7 +64,8 @@ def lab() -> None:
     """A throwaway kernel under QEMU (TCG) with an emulated IOMMU and a GPU-shaped device."""
 
 
-def _boot(spec: LabSpec, command: list[str] | str, on_line: Callable[[str], None]) -> LabResult:
+def _boot(spec: LabSpec, command: list[str] | str, on_line: Callable[[str], None],
+          timeout: float = 900) -> LabResult:
     """Boot with a status line until the guest speaks; say why when QEMU refuses to start."""
     from rich.console import Console
 
@@ -84,7 +86,7 @@ def _boot(spec: LabSpec, command: list[str] | str, on_line: Callable[[str], None
     if status is not None:
         status.start()
     try:
-        result = run_in_lab(spec, command, on_line=forward)
+        result = run_in_lab(spec, command, on_line=forward, timeout=timeout)
     finally:
         if status is not None:
             status.stop()
@@ -93,6 +95,10 @@ def _boot(spec: LabSpec, command: list[str] | str, on_line: Callable[[str], None
     if result.returncode != 0 and refusal is not None:
         raise VfiodeskError(f"QEMU refused to start the lab: {refusal}",
                             "check --qemu-args (qemu-system-x86_64 -device help lists devices)")
+    if result.returncode != 0 and not result.output.strip():
+        # The kernel boots quiet: a firmware or early-boot death shows as no output at all.
+        raise VfiodeskError(f"the lab machine stopped (exit {result.returncode}) before printing anything",
+                            "run it again; --cmdline loglevel=7 shows the lab kernel's log")
     return result
 
 
@@ -113,39 +119,51 @@ def run(command: tuple[str, ...], **options: Any) -> int:
 
 @lab.command()
 @lab_options(firmware="uefi")  # the story starts at a desktop's boot: efifb on the boot GPU
-def demo(**options: Any) -> int:
+@json_option
+def demo(as_json: bool, **options: Any) -> int:
     """Tell the passthrough story in the lab, step by step; exit 0 only if every step passed."""
-    from rich.table import Table
+    import json
 
-    from vfiodesk.lab.demo import RESULT_PREFIX
+    from vfiodesk.lab.demo import DEMO_CMDLINE, RESULT_PREFIX
 
     out = console()
     records: list[dict[str, Any]] = []
 
     def show(line: str) -> None:
-        import json
-
         if line.startswith(RESULT_PREFIX):
             record = json.loads(line[len(RESULT_PREFIX):])
             records.append(record)
-            mark = "[green]pass[/]" if record["ok"] else "[bold red]FAIL[/]"
-            out.print(f"  {mark} {record['detail']}")
-        elif line.startswith("--- "):
+            if not as_json:
+                out.print(f"  {'[green]pass[/]' if record['ok'] else '[bold red]FAIL[/]'} {record['detail']}")
+        elif line.startswith("--- ") and not as_json:
             out.print(f"[bold]{line[4:]}[/]")
 
-    result = _boot(spec_from(options), [sys.executable, "-m", "vfiodesk.lab.demo", "--inside"], show)
+    spec = spec_from(options)
+    spec = dataclasses.replace(spec, cmdline=f"{DEMO_CMDLINE} {spec.cmdline}".strip())
+    # Two nested VMs and libvirtd under TCG: ~3 min alone, much longer on a busy machine.
+    result = _boot(spec, [sys.executable, "-m", "vfiodesk.lab.demo", "--inside"], show, timeout=2400)
+    passed = bool(records) and all(record["ok"] for record in records) and result.returncode == 0
+    if as_json:
+        emit_json({"passed": passed, "firmware": spec.firmware, "seconds": round(result.seconds, 1),
+                   "steps": records, **({} if records else {"output": result.output[-2000:]})})
+    else:
+        _print_demo_table(records)
+        if not records:
+            out.print(result.output[-2000:])
+        out.print("[green]Every step passed.[/]" if passed else "[bold red]Some steps failed.[/]")
+    return int(ExitStatus.OK if passed else ExitStatus.ERROR)
+
+
+def _print_demo_table(records: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
     table = Table(title="vfiodesk lab demo", title_justify="left")
     for column in ("step", "result", "detail"):
         table.add_column(column)
     for record in records:
         table.add_row(record["title"], "[green]pass[/]" if record["ok"] else "[bold red]FAIL[/]",
                       record["detail"])
-    out.print(table)
-    passed = bool(records) and all(record["ok"] for record in records) and result.returncode == 0
-    if not records:
-        out.print(result.output[-2000:])
-    out.print("[green]Every step passed.[/]" if passed else "[bold red]Some steps failed.[/]")
-    return int(ExitStatus.OK if passed else ExitStatus.ERROR)
+    console().print(table)
 
 
 # What the lab needs, per Debian/Ubuntu (the kernel package differs).

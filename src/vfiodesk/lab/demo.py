@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RESULT_PREFIX = "@@ "
+# The GPU's driver module stays unloaded at boot (udev honours modprobe.blacklist; an explicit
+# modprobe does not), so efifb keeps the GPU's BAR until a step loads the driver.
+DEMO_CMDLINE = "modprobe.blacklist=bochs"
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ class Step:
 
 STEPS: list[Step] = []
 # Story order; a feature adds its module (vfiodesk/lab/steps/<name>.py) here.
-STEP_MODULES = ("inventory", "binding", "vm_hook")
+STEP_MODULES = ("inventory", "framebuffer", "binding", "vm_hook")
 
 
 def step(name: str, title: str) -> Callable[[Callable[[dict[str, object]], StepOutcome]],

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
 
 
 def vfiodesk(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -24,6 +27,15 @@ def driver_of(address: str) -> str | None:
         return os.path.basename(os.readlink(f"/sys/bus/pci/devices/{address}/driver"))
     except OSError:
         return None
+
+
+def drivers_of(addresses: tuple[str, ...]) -> dict[str, str | None]:
+    return {address: driver_of(address) for address in addresses}
+
+
+def on_drivers(drivers: dict[str, str | None]) -> str:
+    """``0000:01:00.0 on vfio-pci, 0000:01:00.1 on no driver``"""
+    return ", ".join(f"{address} on {driver or 'no driver'}" for address, driver in drivers.items())
 
 
 VIRSH = ("virsh", "-c", "qemu:///system")
@@ -47,3 +59,98 @@ def start_libvirtd() -> bool:
 
 def virsh(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*VIRSH, *args], capture_output=True, text=True, timeout=300, check=False)
+
+
+def bar_claims(address: str, iomem: str = "/proc/iomem") -> dict[str, list[str]]:
+    """Each memory BAR of ``address`` and who holds it: the names nested under it in /proc/iomem
+    (a driver's request_mem_region, efifb's framebuffer). Root sees real addresses."""
+    with open(iomem) as handle:
+        lines = handle.read().splitlines()
+    claims: dict[str, list[str]] = {}
+    for index, line in enumerate(lines):
+        span, _, name = line.strip().partition(" : ")
+        if name != address:
+            continue
+        depth = len(line) - len(line.lstrip())
+        holders = claims.setdefault(span, [])
+        for child in lines[index + 1:]:
+            child_depth = len(child) - len(child.lstrip())
+            if child_depth <= depth:
+                break
+            holders.append(child.strip().partition(" : ")[2])
+    return claims
+
+
+def console_bound() -> bool:
+    """The framebuffer console (fbcon) is bound to a VT (Documentation/driver-api/console.rst)."""
+    base = "/sys/class/vtconsole"
+    for name in os.listdir(base):
+        with open(f"{base}/{name}/name") as label, open(f"{base}/{name}/bind") as bound:
+            if "frame buffer" in label.read() and bound.read().strip() == "1":
+                return True
+    return False
+
+
+@dataclass
+class NestedVm:
+    """What a nested QEMU holding devices through VFIO saw on its PCI bus."""
+
+    info_pci: str = ""
+    error: str = ""
+    expected: tuple[str, ...] = ()
+
+    @property
+    def sees_all(self) -> bool:
+        return bool(self.info_pci) and all(ids in self.info_pci for ids in self.expected)
+
+
+def _read_until(stream: IO[bytes], marker: bytes, timeout: float) -> bytes:
+    """Bytes from ``stream`` up to ``marker`` (the monitor prompt has no newline to wait for)."""
+    import select
+    import time
+
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while marker not in seen:
+        ready, _, _ = select.select([stream], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(stream.fileno(), 65536) if ready else b""
+        if not chunk:
+            break
+        seen += chunk
+    return seen
+
+
+@contextlib.contextmanager
+def holding_in_nested_vm(addresses: tuple[str, ...], timeout: float = 120) -> Iterator[NestedVm]:
+    """A nested QEMU (TCG) holding ``addresses`` through vfio-pci for the ``with`` block;
+    its ``info pci`` is read while it runs."""
+    ids = []
+    for address in addresses:
+        with open(f"/sys/bus/pci/devices/{address}/vendor") as vendor, \
+                open(f"/sys/bus/pci/devices/{address}/device") as device:
+            ids.append(f"{vendor.read().strip()[2:]}:{device.read().strip()[2:]}")
+    seen = NestedVm(expected=tuple(ids))
+    qemu = subprocess.Popen(
+        ["qemu-system-x86_64", "-accel", "tcg", "-m", "128", "-nodefaults", "-display", "none", "-S",
+         "-monitor", "stdio", *(arg for a in addresses for arg in ("-device", f"vfio-pci,host={a}"))],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert qemu.stdin is not None and qemu.stdout is not None
+    try:
+        # The prompt comes once every device is realized (vfio-pci has mapped the BARs).
+        banner = _read_until(qemu.stdout, b"(qemu)", timeout)
+        if b"(qemu)" in banner:
+            qemu.stdin.write(b"info pci\n")
+            qemu.stdin.flush()
+            seen.info_pci = _read_until(qemu.stdout, b"(qemu)", timeout).decode("utf-8", "replace")
+        else:
+            seen.error = banner.decode("utf-8", "replace").strip()[-300:]
+        yield seen
+    finally:
+        with contextlib.suppress(OSError):
+            qemu.stdin.write(b"quit\n")
+            qemu.stdin.close()
+        try:
+            qemu.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            qemu.kill()
+            qemu.wait()

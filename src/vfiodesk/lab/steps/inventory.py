@@ -40,6 +40,7 @@ def devices(state: dict[str, object]) -> StepOutcome:
     state["gpu_group"] = group
     if problems:
         return StepOutcome(False, "; ".join(problems))
-    return StepOutcome(True, f"group {group}: {GPU_ADDRESS} ({gpu['driver']}) + {GPU_AUDIO_ADDRESS} "
+    return StepOutcome(True, f"group {group}: {GPU_ADDRESS} ({gpu['driver'] or 'no driver'}) + "
+                             f"{GPU_AUDIO_ADDRESS} "
                              f"({audio['driver']}); the serial cards' group {strangers.pop()} "
                              "has a stranger")
