@@ -87,6 +87,13 @@ def _boot(spec: LabSpec, command: list[str] | str, on_line: Callable[[str], None
         status.start()
     try:
         result = run_in_lab(spec, command, on_line=forward, timeout=timeout)
+        if result.returncode != 0 and not result.output.strip():
+            # A death before the first line of output happens before the guest ran anything
+            # (seen under TCG with OVMF, about one boot in three on a loaded host), so one
+            # more boot changes nothing that the first could have touched.
+            click.echo("vfiodesk: the lab machine stopped before printing anything; booting it "
+                       "once more", err=True)
+            result = run_in_lab(spec, command, on_line=forward, timeout=timeout)
     finally:
         if status is not None:
             status.stop()
