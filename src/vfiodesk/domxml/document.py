@@ -155,7 +155,11 @@ class DomainDocument:
         if not isinstance(node.tag, str):
             parts.append(_markup_of(node))
             return
-        has_content = len(node) > 0 or bool(node.text and node.text.strip())
+        # Whitespace-only text is content too when the user wrote it inside a childless element
+        # (``<a>\n  </a>``): self-closing it would drop their text.
+        has_content = (len(node) > 0 or bool(node.text and node.text.strip())
+                       or (was is not None and not was.raw.self_closing and not was.children
+                           and bool(node.text) and node.text == was.text))
         parts.append(self._start_tag(node, was, empty=not has_content))
         if not has_content:
             return
