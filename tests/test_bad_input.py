@@ -230,6 +230,15 @@ def test_a_driver_link_loop_is_junk_not_a_driver(host: FakeHost, capsys: pytest.
     assert doctor_findings(capsys, host)[1]["pci-sysfs"]["status"] == "fail"
 
 
+def test_a_driver_name_with_a_space_is_a_driver_not_junk(host: FakeHost,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    # Real kernels name drivers freely: the lab's (and many chipsets') watchdog is "i6300ESB timer".
+    host.pci("0000:00:1b.0", 0x8086, 0x25AB, 0x088000, driver="i6300ESB timer", group=99)
+    watchdog = devices_json(capsys, host)["0000:00:1b.0"]
+    assert watchdog["driver"] == "i6300ESB timer" and not watchdog["problems"]
+    assert doctor_findings(capsys, host)[1]["pci-sysfs"]["status"] == "pass"
+
+
 def test_a_junk_group_link_is_reported(host: FakeHost, capsys: pytest.CaptureFixture[str]) -> None:
     link = host.root / GPU / "iommu_group"
     link.unlink()

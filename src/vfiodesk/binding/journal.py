@@ -16,6 +16,7 @@ from pathlib import Path
 
 from vfiodesk import paths as P
 from vfiodesk.errors import HostReadError, VfiodeskError
+from vfiodesk.host.sysfs import is_kernel_name
 from vfiodesk.hostfiles.atomic import open_lock, read_journal_file, write_atomic
 from vfiodesk.model.pci import PciAddress
 
@@ -75,9 +76,7 @@ def read_records(host: P.HostPaths) -> dict[str, DeviceRecord]:
 
 
 # Names that release joins into sysfs paths or writes to sysfs: a kernel name, never a path.
-_DRIVER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _CONSOLE_NAME = re.compile(r"vtcon[0-9]{1,3}")
-_DEVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}")
 
 
 def _check_names(entry: DeviceRecord, path: Path) -> None:
@@ -87,7 +86,7 @@ def _check_names(entry: DeviceRecord, path: Path) -> None:
         raise ValueError(f"it names {entry.address!r}")
     for label, value in (("original_driver", entry.original_driver),
                          ("original_override", entry.original_override)):
-        if value is not None and not (isinstance(value, str) and _DRIVER_NAME.fullmatch(value)):
+        if value is not None and not (isinstance(value, str) and is_kernel_name(value)):
             raise ValueError(f"{label} {value!r} is not a driver name")
     if not isinstance(entry.owner, str) or not entry.owner.isprintable() or not entry.owner:
         raise ValueError(f"owner {entry.owner!r} is not a VM name")
@@ -96,7 +95,7 @@ def _check_names(entry: DeviceRecord, path: Path) -> None:
             raise ValueError(f"console {console!r} is not a vtcon name")
     for framebuffer in entry.framebuffers:
         driver, _, device = framebuffer.partition("/") if isinstance(framebuffer, str) else ("", "", "")
-        if not (_DRIVER_NAME.fullmatch(driver) and _DEVICE_NAME.fullmatch(device)):
+        if not (is_kernel_name(driver) and is_kernel_name(device)):
             raise ValueError(f"framebuffer {framebuffer!r} is not DRIVER/DEVICE")
 
 
