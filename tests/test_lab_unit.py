@@ -15,6 +15,7 @@ from vfiodesk.lab.boot import LabSpec, build_vng_argv
 from vfiodesk.lab.demo import in_the_lab, load_steps
 from vfiodesk.lab.firmware import find_uefi_firmware
 from vfiodesk.lab.kernel import check_lab_kernel, find_lab_kernel
+from vfiodesk.paths import HostPaths
 
 
 def make_kernel(boot: Path, modules: Path, release: str, *, vfio: bool) -> Path:
@@ -127,46 +128,50 @@ def test_demo_steps_tell_the_story_in_order_and_stay_out_of_real_hosts(tmp_path:
     assert refused.returncode == 2 and "only inside the lab" in refused.stderr
 
 
-def write_descriptor(directory: Path, name: str, *, features: list[str], code: Path,
-                     template: Path | None, machines: tuple[str, ...] = ("pc-q35-*",)) -> None:
-    """A QEMU firmware descriptor (docs/interop/firmware.json), shaped like Debian's."""
+SHARE, ETC = "usr/share/qemu/firmware", "etc/qemu/firmware"
+
+
+def write_descriptor(root: Path, folder: str, name: str, *, features: list[str], code: str,
+                     template: str | None, machines: tuple[str, ...] = ("pc-q35-*",)) -> None:
+    """A QEMU firmware descriptor (docs/interop/firmware.json), shaped like Debian's; ``code``
+    and ``template`` are paths as the host under ``root`` sees them."""
     mapping: dict[str, object] = (
-        {"device": "memory", "filename": str(code)} if template is None else
-        {"device": "flash", "executable": {"filename": str(code), "format": "raw"},
-         "nvram-template": {"filename": str(template), "format": "raw"}})
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / name).write_text(json.dumps({
+        {"device": "memory", "filename": code} if template is None else
+        {"device": "flash", "executable": {"filename": code, "format": "raw"},
+         "nvram-template": {"filename": template, "format": "raw"}})
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    (root / folder / name).write_text(json.dumps({
         "description": name, "interface-types": ["uefi"], "mapping": mapping,
         "targets": [{"architecture": "x86_64", "machines": list(machines)}], "features": features}))
 
 
 def test_uefi_firmware_is_the_plain_build_from_the_descriptors(tmp_path: Path) -> None:
-    share, etc = tmp_path / "share", tmp_path / "etc"
-    code, template, secure = (tmp_path / n for n in ("CODE,4M.fd", "VARS.fd", "SECURE.fd"))
+    code, template, secure = (f"/usr/share/OVMF/{name}" for name in ("CODE,4M.fd", "VARS.fd", "SECURE.fd"))
     for image in (code, template, secure):
-        image.write_bytes(b"fd")
-    write_descriptor(share, "40-secure.json", features=["secure-boot", "requires-smm"], code=secure,
-                     template=template)
-    write_descriptor(share, "50-i440fx-only.json", features=[], code=secure, template=template,
+        (tmp_path / image.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / image.lstrip("/")).write_bytes(b"fd")
+    write_descriptor(tmp_path, SHARE, "40-secure.json", features=["secure-boot", "requires-smm"],
+                     code=secure, template=template)
+    write_descriptor(tmp_path, SHARE, "50-i440fx-only.json", features=[], code=secure, template=template,
                      machines=("pc-i440fx-*",))
-    write_descriptor(share, "60-plain.json", features=["acpi-s3"], code=code, template=template)
-    (share / "10-broken.json").write_text("{not json")
-    firmware = find_uefi_firmware((etc, share))
-    assert (firmware.code, firmware.vars_template) == (code, template)
+    write_descriptor(tmp_path, SHARE, "60-plain.json", features=["acpi-s3"], code=code, template=template)
+    (tmp_path / SHARE / "10-broken.json").write_text("{not json")
+    firmware = find_uefi_firmware(HostPaths(tmp_path))
+    assert (firmware.code, firmware.vars_template) == (tmp_path / code[1:], tmp_path / template[1:])
     # Code read-only; the varstore a snapshot (never written back); QEMU's commas doubled.
     assert firmware.qemu_args() == (
-        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={tmp_path}/CODE,,4M.fd",
-        "-drive", f"if=pflash,format=raw,unit=1,snapshot=on,file={template}")
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={tmp_path}/usr/share/OVMF/CODE,,4M.fd",
+        "-drive", f"if=pflash,format=raw,unit=1,snapshot=on,file={tmp_path}{template}")
     # /etc overrides a descriptor of the same name; a one-image build is mapped with -bios.
-    write_descriptor(etc, "60-plain.json", features=[], code=secure, template=None)
-    assert find_uefi_firmware((etc, share)).qemu_args() == ("-bios", str(secure))
+    write_descriptor(tmp_path, ETC, "60-plain.json", features=[], code=secure, template=None)
+    assert find_uefi_firmware(HostPaths(tmp_path)).qemu_args() == ("-bios", f"{tmp_path}{secure}")
 
 
 def test_missing_uefi_firmware_is_a_clear_error(tmp_path: Path) -> None:
-    write_descriptor(tmp_path, "60-gone.json", features=[], code=tmp_path / "gone.fd",
-                     template=tmp_path / "gone-vars.fd")
+    write_descriptor(tmp_path, SHARE, "60-gone.json", features=[], code="/gone.fd", template="/gone-vars.fd")
     with pytest.raises(VfiodeskError, match="no UEFI firmware") as caught:
-        find_uefi_firmware((tmp_path, tmp_path / "none"))
+        find_uefi_firmware(HostPaths(tmp_path))
+    assert f"skipped /{SHARE}/60-gone.json: /gone.fd does not exist" in caught.value.message
     assert caught.value.hint is not None and "apt-get install ovmf" in caught.value.hint
     with pytest.raises(InputError, match="unknown firmware"):
         LabSpec(firmware="coreboot").validate()  # type: ignore[arg-type]

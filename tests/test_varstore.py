@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from vfiodesk.errors import VfiodeskError
+from vfiodesk.host.firmware import read_firmware_descriptors
 from vfiodesk.host.varstore import MICROSOFT_2023, find_secure_boot_firmware, read_varstore_keys
 from vfiodesk.hostfiles.varstore import apply_2023_keys
 from vfiodesk.paths import HostPaths
@@ -69,11 +70,11 @@ def test_unusable_varstores_are_refused_untouched(tmp_path: Path, source: Path, 
 
 
 def test_the_firmware_libvirt_would_pick(tmp_path: Path) -> None:
-    found = find_secure_boot_firmware(HostPaths())
+    found = find_secure_boot_firmware(read_firmware_descriptors(HostPaths()))
     assert found is not None and found.nvram_template == str(ENROLLED)
     assert found.executable.endswith("OVMF_CODE_4M.ms.fd")
     # /etc/qemu/firmware overrides a descriptor of the same name; a broken one is skipped.
     (tmp_path / "etc/qemu/firmware").mkdir(parents=True)
     (tmp_path / "usr/share/qemu/firmware").mkdir(parents=True)
     (tmp_path / "usr/share/qemu/firmware/10-broken.json").write_text("{not json")
-    assert find_secure_boot_firmware(HostPaths(tmp_path)) is None
+    assert find_secure_boot_firmware(read_firmware_descriptors(HostPaths(tmp_path))) is None

@@ -16,6 +16,7 @@ from vfiodesk.domxml.document import DomainDocument
 from vfiodesk.domxml.tune import hostdev_addresses
 from vfiodesk.errors import InputError, RefusedError, VfiodeskError
 from vfiodesk.host.cpu import read_cpu_topology
+from vfiodesk.host.firmware import read_firmware_descriptors
 from vfiodesk.host.pci import read_pci_device, scan_pci_devices
 from vfiodesk.host.system import read_cpuinfo
 from vfiodesk.host.usage import HostUsage
@@ -80,16 +81,19 @@ def _new_varstore(host: HostPaths, request: VmRequest, uri: str | None) -> tuple
     then copies the template itself, without the 2023 keys)."""
     if request.os != "win11" or not _is_local(uri):
         return None
-    firmware = find_secure_boot_firmware(host)
-    if firmware is None:
+    descriptors = read_firmware_descriptors(host)
+    firmware = find_secure_boot_firmware(descriptors)
+    template = None if firmware is None else firmware.nvram_template  # always set when found
+    if template is None:
         raise VfiodeskError("no OVMF build with Secure Boot and enrolled keys is described in "
-                            "/usr/share/qemu/firmware", "install OVMF (Debian: apt-get install ovmf), "
+                            f"/usr/share/qemu/firmware{descriptors.skipped_note()}",
+                            "install OVMF (Debian: apt-get install ovmf), "
                             "or make a Windows 10 VM: --os win10")
     target = Path(host(nvram_path(request.name).lstrip("/")))
     if target.exists():
         raise InputError(f"{nvram_path(request.name)} already exists (a varstore left by an earlier VM "
                          f"named {request.name})", "move it away, or pick another name")
-    return target, Path(host(firmware.nvram_template.lstrip("/")))
+    return target, Path(host(template.lstrip("/")))
 
 
 def _check_local_files(host: HostPaths, request: VmRequest, uri: str | None) -> None:

@@ -6,16 +6,12 @@ varstore; Microsoft's certificates it ships are named in `virt.firmware.efi.cert
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vfiodesk import paths as P
 from vfiodesk.errors import HostReadError
-from vfiodesk.host.sysfs import read_attr
+from vfiodesk.host.firmware import Q35_MACHINE, FirmwareDescriptor, FirmwareDescriptors
 
 # Microsoft's 2023 CAs (they replace the 2011 ones, which expire in 2026): the KEK that signs db
 # updates, the CA of Windows' boot manager, the third-party UEFI CA (shim, drivers) and the CA of
@@ -72,37 +68,12 @@ def _subjects(variable: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
-@dataclass(frozen=True)
-class FirmwareChoice:
-    descriptor: str
-    executable: str
-    nvram_template: str
-
-
-def find_secure_boot_firmware(host: P.HostPaths, machine: str = "q35") -> FirmwareChoice | None:
+def find_secure_boot_firmware(found: FirmwareDescriptors,
+                               machine: str = Q35_MACHINE) -> FirmwareDescriptor | None:
     """The firmware libvirt picks for <os firmware="efi"> with secure-boot and enrolled-keys:
-    the first descriptor (by file name; /etc overrides /usr/share) for x86_64 ``machine`` with
-    those features (QEMU docs/interop/firmware.json)."""
-    chosen: dict[str, str] = {}
-    for directory in P.QEMU_FIRMWARE_DIRS:
-        with contextlib.suppress(OSError):
-            for name in os.listdir(host(directory)):
-                if name.endswith(".json"):
-                    chosen.setdefault(name, str(host(directory, name)))
-    for name in sorted(chosen):
-        text = read_attr(chosen[name])
-        try:
-            descriptor = json.loads(text or "")
-            mapping = descriptor["mapping"]
-            executable = mapping["executable"]["filename"]
-            template = mapping["nvram-template"]["filename"]
-        except (ValueError, KeyError, TypeError):
-            continue  # a descriptor we cannot use (memory-mapped, broken): libvirt skips it too
-        targets = descriptor.get("targets", [])
-        fits = any(target.get("architecture") == "x86_64" and
-                   any(str(pattern).startswith(f"pc-{machine}-") for pattern in target.get("machines", []))
-                   for target in targets if isinstance(target, dict))
-        if fits and {"secure-boot", "enrolled-keys"} <= set(descriptor.get("features", [])) and \
-                mapping.get("device") == "flash" and "uefi" in descriptor.get("interface-types", []):
-            return FirmwareChoice(name, executable, template)
-    return None
+    the first descriptor (by file name) of a flash build with a varstore template for x86_64
+    ``machine`` with those features."""
+    return next((descriptor for descriptor in found.usable
+                 if "uefi" in descriptor.interfaces and descriptor.nvram_template is not None
+                 and {"secure-boot", "enrolled-keys"} <= descriptor.features
+                 and descriptor.runs("x86_64", machine)), None)

@@ -7,20 +7,17 @@ Secure Boot and no SMM requirement, so the direct kernel boot through fw_cfg sta
 
 from __future__ import annotations
 
-import fnmatch
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from vfiodesk.errors import VfiodeskError
+from vfiodesk.host.firmware import Q35_MACHINE, read_firmware_descriptors
+from vfiodesk.paths import QEMU_FIRMWARE_DIRS, HostPaths
 
 Firmware = Literal["uefi", "bios"]
 FIRMWARES: tuple[Firmware, ...] = ("uefi", "bios")
 
-# Searched in this order; a file name in an earlier directory hides the same name in later ones
-# (firmware.json: "/etc" overrides "/usr/share").
-DESCRIPTOR_DIRS = (Path("/etc/qemu/firmware"), Path("/usr/share/qemu/firmware"))
 _UNWANTED_FEATURES = {"secure-boot", "requires-smm", "enrolled-keys"}
 _HINT = "install OVMF (Debian/Ubuntu: apt-get install ovmf), or boot with --firmware bios"
 
@@ -47,55 +44,18 @@ def _escape(path: Path) -> str:
     return str(path).replace(",", ",,")
 
 
-def _descriptors(dirs: tuple[Path, ...]) -> list[Path]:
-    chosen: dict[str, Path] = {}
-    for directory in dirs:
-        for path in sorted(directory.glob("*.json")) if directory.is_dir() else ():
-            chosen.setdefault(path.name, path)
-    return [chosen[name] for name in sorted(chosen)]  # the numeric prefixes give the priority
-
-
-def _suits_the_lab(descriptor: dict[str, object]) -> bool:
-    targets = descriptor.get("targets")
-    features = descriptor.get("features")
-    interfaces = descriptor.get("interface-types")
-    if not isinstance(interfaces, list) or "uefi" not in interfaces:
-        return False
-    if not isinstance(features, list) or _UNWANTED_FEATURES & set(features):
-        return False
-    return isinstance(targets, list) and any(
-        isinstance(target, dict) and target.get("architecture") == "x86_64"
-        and any(fnmatch.fnmatch("pc-q35-9.0", pattern) for pattern in target.get("machines", []))
-        for target in targets)
-
-
-def _firmware_from(descriptor: dict[str, object]) -> UefiFirmware | None:
-    mapping = descriptor.get("mapping")
-    if not isinstance(mapping, dict):
-        return None
-    description = str(descriptor.get("description", ""))
-    if mapping.get("device") == "memory" and isinstance(mapping.get("filename"), str):
-        return UefiFirmware(Path(mapping["filename"]), None, description)
-    executable, template = mapping.get("executable"), mapping.get("nvram-template")
-    if mapping.get("device") != "flash" or not isinstance(executable, dict) or \
-            not isinstance(template, dict) or executable.get("format", "raw") != "raw" or \
-            template.get("format", "raw") != "raw":
-        return None
-    return UefiFirmware(Path(executable["filename"]), Path(template["filename"]), description)
-
-
-def find_uefi_firmware(dirs: tuple[Path, ...] = DESCRIPTOR_DIRS) -> UefiFirmware:
-    """The first installed OVMF build that boots q35 without Secure Boot or SMM."""
-    for path in _descriptors(dirs):
-        try:
-            descriptor = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError):
-            continue  # a broken descriptor is someone else's; the next one may do
-        if not isinstance(descriptor, dict) or not _suits_the_lab(descriptor):
-            continue
-        firmware = _firmware_from(descriptor)
-        files = (firmware.code, firmware.vars_template) if firmware else ()
-        if firmware is not None and all(f is None or f.is_file() for f in files):
-            return firmware
+def find_uefi_firmware(host: HostPaths | None = None) -> UefiFirmware:
+    """The first installed OVMF build that boots q35 without Secure Boot or SMM (on this
+    machine, or under ``host``'s root)."""
+    host = host or HostPaths()
+    found = read_firmware_descriptors(host)
+    for descriptor in found.usable:
+        if "uefi" in descriptor.interfaces and not _UNWANTED_FEATURES & descriptor.features and \
+                descriptor.runs("x86_64", Q35_MACHINE):
+            template = descriptor.nvram_template
+            return UefiFirmware(host(descriptor.executable.lstrip("/")),
+                                None if template is None else host(template.lstrip("/")),
+                                descriptor.description)
     raise VfiodeskError(f"no UEFI firmware for q35 without Secure Boot is described in "
-                        f"{' or '.join(str(d) for d in dirs)}", _HINT)
+                        f"{' or '.join(host(d).as_posix() for d in QEMU_FIRMWARE_DIRS)}"
+                        f"{found.skipped_note()}", _HINT)
