@@ -204,6 +204,35 @@ def test_bad_answers_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert result.status == ExitStatus.USAGE
 
 
+@pytest.mark.parametrize(("profile", "message"), [
+    ('colour = "blue"\n', "unknown key 'colour' in profile"),
+    ('cpus = "four"\n', "profile key 'cpus' must be a whole number, not 'four'"),
+    ('cpus = true\n', "profile key 'cpus' must be a whole number, not True"),
+    ('memory = 8\n', "profile key 'memory' must be a string, not 8"),
+    ('memory = "lots"\n', "lots"),
+    ('memory = "100T"\n', "100T"),
+    ('gpu = "zz:00"\n', "zz:00"),
+    ('usb_controller = "00:14.9"\n', "00:14.9"),
+    ('disk = "POOL/VOL,speed=9"\n', "disk option 'speed=9' is not size=... or format=..."),
+    ('network = "bad net"\n', "'bad net' is not a libvirt network name"),
+    ('domain-type = "xen"\n', "unknown domain type 'xen'"),
+])
+def test_a_bad_profile_gets_the_same_error_from_setup_and_vm_create(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], profile: str, message: str) -> None:
+    """One loader and one validator: setup stops before its first step with vm create's words."""
+    host = _tree(tmp_path / "h")
+    path = tmp_path / "p.toml"
+    path.write_text(profile)
+    common = ("--profile", str(path), "--root", str(host.root), "--connect", TEST_URI)
+    from_setup = run_cli(capsys, "setup", "--dry-run", *common)
+    from_vm = run_cli(capsys, "vm", "create", "win10", "--print-xml", *common)
+    assert from_setup.status == from_vm.status == ExitStatus.USAGE, from_setup.stderr + from_vm.stderr
+    error = from_setup.stderr.splitlines()[0]
+    assert message in error and error == from_vm.stderr.splitlines()[0]
+    if "unknown key" not in message:  # the hint lists each command's own keys
+        assert from_setup.stderr == from_vm.stderr
+
+
 def test_profile_answers_and_relative_isos(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     host = _tree(tmp_path / "h")

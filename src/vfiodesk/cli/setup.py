@@ -32,10 +32,10 @@ from vfiodesk.desktop.prime import query_prime_profile
 from vfiodesk.errors import ExitStatus, InputError, RefusedError, VfiodeskError
 from vfiodesk.host.facts import read_host_facts
 from vfiodesk.host.setup_facts import hook_installed, read_boot_id, systemd_running
-from vfiodesk.host.userfiles import load_toml
 from vfiodesk.hostfiles.atomic import remove, write_atomic
 from vfiodesk.hostfiles.journal import read_changes
 from vfiodesk.hostfiles.setup_state import SetupState, read_setup_state, save_setup_state
+from vfiodesk.plan.profile import read_profile
 from vfiodesk.plan.setup import (
     BINDING_MODES,
     INPUT_MODES,
@@ -187,10 +187,10 @@ def _domain_defined(state: SetupState, uri: str | None) -> tuple[bool | None, st
 
 def _answers(state: SetupState, profile: Path | None, options: dict[str, Any]) -> Answers:
     """The last run's answers, then the profile's, then the options' (each wins over the one before)."""
-    known = {f.name: f for f in fields(Answers)}
+    known = {f.name for f in fields(Answers)}
     values: dict[str, Any] = {k: v for k, v in state.answers.items() if k in known}
     if profile is not None:
-        values.update(_load_profile(profile, known))
+        values.update(read_profile(profile, Answers))
     options = dict(options)
     options["input"] = options.pop("input_mode", None)
     values.update({key: value for key, value in options.items() if value is not None})
@@ -200,22 +200,6 @@ def _answers(state: SetupState, profile: Path | None, options: dict[str, Any]) -
     answers = Answers(**values)
     answers.validate()
     return answers
-
-
-def _load_profile(path: Path, known: dict[str, Any]) -> dict[str, Any]:
-    data = load_toml(path, "profile")
-    values = {}
-    for key, value in data.items():
-        name = key.replace("-", "_")
-        if name not in known:
-            raise InputError(f"unknown key {key!r} in profile {path}",
-                             f"known keys: {', '.join(sorted(k.replace('_', '-') for k in known))}")
-        expected = {"cpus": int, "passthrough_mode": bool, "windows_installed": bool}.get(name, str)
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise InputError(f"profile key {key!r} must be a {expected.__name__}, not {value!r}",
-                             "fix the profile")
-        values[name] = value
-    return values
 
 
 def _ask(facts: SetupFacts, answers: Answers) -> Answers:

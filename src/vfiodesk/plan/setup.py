@@ -20,7 +20,7 @@ from vfiodesk.host.pci import group_devices
 from vfiodesk.model.cmdline import KernelCmdline
 from vfiodesk.model.pci import PciAddress, PciDevice, parse_pci_pattern
 from vfiodesk.plan.bind import NVIDIA_VENDOR, VFIO_DRIVER
-from vfiodesk.plan.vm import VIRTIO_DRIVER_FOLDER
+from vfiodesk.plan.vm import VIRTIO_DRIVER_FOLDER, VmRequest
 
 BINDING_MODES: dict[str, str] = {
     "libvirt": "libvirt binds the devices when the VM starts and gives them back when it stops "
@@ -71,9 +71,11 @@ class Answers:
                              f"use one of {', '.join(BINDING_MODES)}")
         if self.input not in INPUT_MODES:
             raise InputError(f"unknown input mode {self.input!r}", f"use one of {', '.join(INPUT_MODES)}")
-        for text in (self.gpu, self.usb_controller):
-            if text:
-                parse_pci_pattern(text)
+        # What vm create checks, checked now: a bad answer stops setup before its first step,
+        # with the words vm create would use.
+        VmRequest(name=self.name, cpus=self.cpus, memory=self.memory, disk=self.disk, iso=self.iso,
+                  virtio_iso=self.virtio_iso, gpu=self.gpu, usb_controller=self.usb_controller,
+                  network=self.network, domain_type=self.domain_type).validate()
 
     def to_json(self) -> dict[str, Any]:
         return {key: value for key, value in self.__dict__.items() if value is not None}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +12,11 @@ from vfiodesk.domxml import tune
 from vfiodesk.domxml.document import DomainDocument
 from vfiodesk.domxml.metadata import Binding, HugepagesMode, RecordedDevice, VmManagement
 from vfiodesk.errors import InputError
-from vfiodesk.host.userfiles import load_toml
-from vfiodesk.model.pci import PciDevice
+from vfiodesk.model.pci import PciDevice, parse_pci_pattern
 from vfiodesk.model.sizes import DISK_SIZE, GIB, VM_MEMORY, VM_MEMORY_CURRENT, parse_size
 from vfiodesk.plan.guest import GuestFeatures
 from vfiodesk.plan.pinning import PinningPlan
+from vfiodesk.plan.profile import read_profile
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,62}$")
 # Pool and volume names as vfiodesk accepts them (libvirt forbids '/' in both).
@@ -82,6 +82,9 @@ class VmRequest:
             if iso:
                 absolute_path(iso, option)
         parse_network(self.network)
+        for pattern in (self.gpu, self.usb_controller):
+            if pattern:
+                parse_pci_pattern(pattern)
         if self.single_gpu and self.managed:
             raise InputError("--single-gpu needs the hook to bind the GPU, not libvirt",
                              "leave --binding libvirt out (--single-gpu implies --binding vfiodesk)")
@@ -89,21 +92,7 @@ class VmRequest:
 
 def load_profile(path: Path, name: str) -> VmRequest:
     """A TOML profile whose keys are the options' names (memory = "8G", gpu = "01:00", ...)."""
-    data = load_toml(path, "profile")
-    known = {f.name.replace("_", "-"): f for f in fields(VmRequest) if f.name != "name"}
-    values: dict[str, Any] = {}
-    for key, value in data.items():
-        spec = known.get(key.replace("_", "-"))
-        if spec is None:
-            raise InputError(f"unknown key {key!r} in profile {path}",
-                             f"known keys: {', '.join(sorted(known))}")
-        expected = {"cpus": int, "hugepages": bool, "hypervclock": bool, "managed": bool,
-                    "single_gpu": bool, "balloon": bool, "nested": bool}.get(spec.name, str)
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise InputError(f"profile key {key!r} must be a {expected.__name__}, not {value!r}",
-                             "fix the profile")
-        values[spec.name] = value
-    return VmRequest(name=name, **values)
+    return VmRequest(name=name, **read_profile(path, VmRequest, leave_out=("name",)))
 
 
 def merge(profile: VmRequest, overrides: dict[str, Any]) -> VmRequest:
