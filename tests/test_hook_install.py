@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -180,3 +181,74 @@ def test_an_unmanaged_vm_that_mentions_the_namespace_starts(libvirtd: str, copy_
     # The namespace declared on someone else's element: Python looks, finds no vfiodesk:vm, passes.
     foreign = f'<domain><metadata><x:other xmlns:x="{NAMESPACE}"/></metadata></domain>'
     assert run_hook(script, copy_of.root, "prepare", foreign).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def chain_installed(tmp_path_factory: pytest.TempPathFactory) -> FakeHost:
+    """`hook install --chain` over a user's own hooks/qemu (libvirt older than 6.5)."""
+    host = ready_host(tmp_path_factory.mktemp("chain") / "host")
+    host.file("etc/libvirt/hooks/qemu", "#!/bin/sh\ncat >/dev/null\n").chmod(0o755)
+    from vfiodesk.cli.main import main
+
+    assert main(["hook", "install", "--chain", "--root", str(host.root)]) == 0
+    return host
+
+
+HOOKS = "etc/libvirt/hooks"
+CHAINED = f"/{HOOKS}/qemu.vfiodesk-chained"
+
+
+def test_status_verifies_a_chained_install(chain_installed: FakeHost,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_cli(capsys, "hook", "status", "--root", str(chain_installed.root))
+    assert result.status == 0, result.stderr
+    assert f"installed: {chain_installed.root}/{HOOKS}/qemu\n" in result.stdout
+    assert f"chained: {chain_installed.root}{CHAINED} (the user's own hook, run first)" in result.stdout
+    assert "also present" not in result.stdout
+
+
+def _plain(root: Path) -> None:
+    """hooks/qemu rewritten as a plain (unchained) hook: the user's script is never run."""
+    wrapper = root / HOOKS / "qemu"
+    header = script_header(wrapper.read_text())
+    wrapper.write_text(hook_script(header["python"], header["lib"]))
+
+
+def _twice(root: Path) -> None:
+    """A plain install on top of the chained one (libvirt 6.5+ runs hooks/qemu and qemu.d/*)."""
+    header = script_header((root / HOOKS / "qemu").read_text())
+    (root / HOOKS / "qemu.d").mkdir(exist_ok=True)
+    (root / HOOKS / "qemu.d/vfiodesk").write_text(hook_script(header["python"], header["lib"]))
+
+
+@pytest.mark.parametrize(("damage", "message", "fix"), [
+    (lambda root: (root / HOOKS / "qemu.vfiodesk-chained").unlink(),
+     f"the user's hook {CHAINED}, which the hook runs first, is missing: every VM start fails",
+     f"put your hook back at {CHAINED}, or vfiodesk hook install --chain to stop chaining"),
+    (lambda root: (root / HOOKS / "qemu.vfiodesk-chained").chmod(0o644), "is not executable",
+     f"chmod 0755 {CHAINED}"),
+    (lambda root: os.chown(root / HOOKS / "qemu.vfiodesk-chained", NOBODY, NOBODY),
+     f"the user's hook {CHAINED}: ", "chown root:root"),
+    (_plain, f"the user's hook {CHAINED} is no longer run", "vfiodesk hook install --chain"),
+    (lambda root: (root / HOOKS / "qemu").write_text((root / HOOKS / "qemu").read_text() + "\n# mine\n"),
+     "qemu was changed since vfiodesk wrote it", "vfiodesk hook install"),
+    (_twice, "vfiodesk's hook is installed twice", "vfiodesk hook uninstall, then vfiodesk hook install"),
+])
+def test_status_reports_a_broken_chain_with_the_fix(chain_installed: FakeHost, tmp_path: Path, damage: Any,
+                                                    message: str, fix: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copytree(chain_installed.root, tmp_path / "host", symlinks=True)
+    damage(tmp_path / "host")
+    result = run_cli(capsys, "hook", "status", "--root", str(tmp_path / "host"))
+    assert result.status == 1 and message in result.stderr, result.stderr
+    assert fix in result.stderr.split("hint: ")[1], result.stderr
+
+
+def test_a_missing_chained_hook_does_stop_every_start(chain_installed: FakeHost) -> None:
+    """What status warns of: the wrapper names the chained script by its host path, and sh
+    fails the hook (127) when it is gone, for every operation, managed VM or not."""
+    wrapper = chain_installed.root / HOOKS / "qemu"
+    assert CHAINED in wrapper.read_text() and not Path(CHAINED).exists()  # gone on this machine
+    for operation in ("prepare", "start", "release"):
+        done = run_hook(wrapper, chain_installed.root, operation, "<domain><name>other</name></domain>")
+        assert done.returncode == 127, (operation, done.stderr)

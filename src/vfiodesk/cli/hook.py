@@ -126,41 +126,80 @@ def uninstall(dry_run: bool, root: str | None) -> None:
 @hook.command()
 @root_option
 def status(root: str | None) -> None:
-    """Is the hook installed, current, and running only root-owned code? (exit 1 if not)"""
+    """Is the hook installed, current, and running only root-owned code? (exit 1 if not)
+
+    A hook installed with --chain is hooks/qemu; the user's own script it runs first must be
+    there and runnable, or every VM start fails."""
     from vfiodesk.hook import install as code
 
     host = host_paths(root)
-    target = host(P.ETC_LIBVIRT_HOOKS, "qemu.d", HOOK_NAME)
-    if not target.exists() and not target.is_symlink():
+    target, legacy, chained = _targets(host)
+    if target.exists() or target.is_symlink():
+        installed = target
+    elif legacy.exists() and INSTALLED_BY in _hook_text(legacy):
+        installed = legacy  # hook install --chain
+    else:
         raise VfiodeskError("the hook is not installed", "vfiodesk hook install")
-    text = _hook_text(target)
+    text = _hook_text(installed)
     header = script_header(text)
     if not text.strip():
-        raise VfiodeskError(f"{target} is empty: it is not vfiodesk's hook", "vfiodesk hook install")
+        raise VfiodeskError(f"{installed} is empty: it is not vfiodesk's hook", "vfiodesk hook install")
     if INSTALLED_BY not in text or set(header) != {"python", "lib"}:
-        raise VfiodeskError(f"{target} is not a hook written by this vfiodesk (binary, or an older "
+        raise VfiodeskError(f"{installed} is not a hook written by this vfiodesk (binary, or an older "
                             "one that ran code from where vfiodesk was installed)", "vfiodesk hook install")
     python, lib_shown = header["python"], header["lib"]
     lib = host(lib_shown.lstrip("/"))
-    problems = []
-    if text != hook_script(python, lib_shown):
-        problems.append(f"{target} was changed since vfiodesk wrote it")
+    reinstall = "vfiodesk hook install (as root, from a root-owned installation)"
+    problems: list[tuple[str, str]] = []  # (what is wrong, how to mend it)
+    chaining = text == hook_script(python, lib_shown, chained=f"/{P.ETC_LIBVIRT_HOOKS}/{CHAINED_NAME}")
+    if installed == legacy:
+        problems += _chain_problems(chained, chaining)
+    elif legacy.exists() and INSTALLED_BY in _hook_text(legacy):
+        problems.append((f"vfiodesk's hook is installed twice, as {target} and {legacy}: libvirt 6.5 and "
+                         "later run both, so each start binds twice",
+                         "vfiodesk hook uninstall, then vfiodesk hook install"))
+    if text != hook_script(python, lib_shown) and not (installed == legacy and chaining):
+        problems.append((f"{installed} was changed since vfiodesk wrote it", reinstall))
     if not os.access(python, os.X_OK):
-        problems.append(f"the interpreter {python} is missing or not executable")
+        problems.append((f"the interpreter {python} is missing or not executable", reinstall))
     elif not lib.is_dir():
-        problems.append(f"the hook's code {lib_shown} is missing")
+        problems.append((f"the hook's code {lib_shown} is missing", reinstall))
     else:
-        problems += code.check_runnable(python, lib)
+        problems += [(problem, reinstall) for problem in code.check_runnable(python, lib)]
     sources = code.source_packages(code.probe(sys.executable, [], isolated=False))
     current = lib.name == f"lib-{code.digest(sources)}"
-    click.echo(f"installed: {target}{'' if current else ' (from another vfiodesk version: install again)'}")
+    stale = "" if current else " (from another vfiodesk version: install again)"
+    click.echo(f"installed: {installed}{stale}")
+    if chaining:
+        click.echo(f"chained: {chained} (the user's own hook, run first)")
     click.echo(f"interpreter: {python}")
     click.echo(f"code: {lib_shown} (root-owned copy)")
-    click.echo(f"executable: {'yes' if os.access(target, os.X_OK) else 'NO'}")
-    user_hook = host(P.ETC_LIBVIRT_HOOKS, "qemu")
-    if user_hook.exists():
-        click.echo(f"also present, left alone: {user_hook}")
+    click.echo(f"executable: {'yes' if os.access(installed, os.X_OK) else 'NO'}")
+    if installed == target and legacy.exists() and INSTALLED_BY not in _hook_text(legacy):
+        click.echo(f"also present, left alone: {legacy}")
     click.echo(f"daemon: {_daemon(host)}")
     if problems:
-        raise VfiodeskError("the hook is not safe or not runnable: " + "; ".join(problems[:5]),
-                            "vfiodesk hook install (as root, from a root-owned installation)")
+        raise VfiodeskError("the hook is not safe or not runnable: " + "; ".join(p for p, _ in problems[:5]),
+                            "; ".join(dict.fromkeys(fix for _, fix in problems)))
+
+
+def _chain_problems(chained: Path, chaining: bool) -> list[tuple[str, str]]:
+    """A --chain install runs the user's script first and stops a start when it fails (127 when
+    it is gone, 126 when it cannot run), so the script must be there and executable."""
+    shown = f"/{P.ETC_LIBVIRT_HOOKS}/{CHAINED_NAME}"
+    present = chained.is_file()
+    if not chaining:
+        return [] if not present else [
+            (f"the user's hook {shown} is no longer run: the hook does not chain to it",
+             "vfiodesk hook install --chain")]
+    if not present:
+        return [(f"the user's hook {shown}, which the hook runs first, is missing: every VM start fails",
+                 f"put your hook back at {shown}, or vfiodesk hook install --chain to stop chaining")]
+    if not os.access(chained, os.X_OK):
+        return [(f"the user's hook {shown}, which the hook runs first, is not executable: every VM start "
+                 "fails", f"chmod 0755 {shown}")]
+    from vfiodesk.hook import install as code
+
+    # libvirtd runs it as root through our hook: it must be root's alone, as our own code is.
+    return [(f"the user's hook {shown}: {problem}", f"chown root:root {shown}; chmod go-w {shown}")
+            for problem in code.unsafe_owners(str(chained))]
