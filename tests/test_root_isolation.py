@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import pytest
 
 from tests.cli import run_cli
@@ -26,6 +27,8 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeHost:
     ("vm", "create", "win10", "--gpu", "01:00", "--cpus", "2"),
     ("vm", "audit", "win10"),
     ("desktop", "msi", "win10"),
+    ("desktop", "looking-glass", "win10"),
+    ("vm", "audio", "win10", "--backend", "none"),
     ("up", "win10"),
     ("down", "win10"),
 ])
@@ -60,3 +63,17 @@ def test_monitor_switch_takes_root_and_only_prints_there(host: FakeHost, tmp_pat
     assert result.status == 0, result.stderr
     assert "would run: ddcutil --display 1 setvcp 60 0x11" in result.stderr
     assert "monitor 1: would switch to input 0x11 (vm)" in result.stdout
+
+
+def test_every_command_that_uses_libvirt_takes_root() -> None:
+    """--connect and --root come together, so VFIODESK_ROOT or --root never reaches this host's
+    libvirt by a command that forgot the guard."""
+    from tests.test_fuzz import COMMANDS
+
+    def options(command: click.Command) -> set[str]:
+        return {name for param in command.params for name in getattr(param, "opts", ())}
+
+    lacking = [" ".join(path) for path, command in COMMANDS.items()
+               if "--connect" in options(command) and "--root" not in options(command)]
+    assert lacking == []
+    assert ("vm", "audio") in COMMANDS and ("desktop", "looking-glass") in COMMANDS

@@ -130,7 +130,9 @@ def switch(target: str, number: int | None, config: Path, dry_run: bool, root: s
 @xml_option
 @click.option("--resolution", default="1920x1080", show_default=True)
 @connect_option
-def looking_glass(name: str | None, xml_file: Path | None, resolution: str, uri: str | None) -> None:
+@root_option
+def looking_glass(name: str | None, xml_file: Path | None, resolution: str, uri: str | None,
+                  root: str | None) -> None:
     """Add Looking Glass's shared memory, sized for RESOLUTION (one-monitor setups)."""
     width, height = parse_resolution(resolution)
     _, doc = read_domain(name, xml_file, uri)
@@ -144,7 +146,9 @@ def looking_glass(name: str | None, xml_file: Path | None, resolution: str, uri:
 @click.option("--backend", type=click.Choice(AUDIO_BACKENDS), required=True)
 @click.option("--server", default=None, help="PulseAudio server, e.g. tcp:127.0.0.1 (vfiodesk host audio).")
 @connect_option
-def audio(name: str | None, xml_file: Path | None, backend: str, server: str | None, uri: str | None) -> None:
+@root_option
+def audio(name: str | None, xml_file: Path | None, backend: str, server: str | None, uri: str | None,
+          root: str | None) -> None:
     """The VM's sound: an ICH9 card on PulseAudio (or none), or Scream over shared memory."""
     _, doc = read_domain(name, xml_file, uri)
     set_audio(doc, backend, server)
