@@ -136,6 +136,20 @@ def test_the_varstore_is_read_for_the_2023_keys(host: FakeHost, tmp_path: Path,
     assert findings(audit(capsys, host, tmp_path))["secure-boot-keys"]["status"] == "pass"
 
 
+def test_the_table_says_what_the_json_says(host: FakeHost, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    found = findings(audit(capsys, host, tmp_path))
+    path = tmp_path / "domain.xml"  # the file audit() wrote
+    table = run_cli(capsys, "vm", "audit", "--xml", str(path), "--root", str(host.root))
+    assert table.status == ExitStatus.HOST_NOT_READY
+    cells = [line.translate({ord("│"): " ", ord("┃"): " "}).split() for line in table.stdout.splitlines()]
+    assert cells[0] == ["finding", "status", "summary", "fix"]
+    for finding in found.values():
+        assert [finding["id"], finding["status"]] in [row[:2] for row in cells], finding["id"]
+    lines = table.stdout.splitlines()
+    assert lines[-1].startswith("score ") and lines[-1].endswith("fix the failed findings")
+
+
 def test_a_bad_domain_is_an_input_error(host: FakeHost, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bad.xml"

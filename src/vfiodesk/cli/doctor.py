@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import click
 
-from vfiodesk.checks.doctor import Status, is_ready, run_checks
+from vfiodesk.checks.doctor import Finding, Status, is_ready, run_checks
 from vfiodesk.cli.options import console, emit_json, host_paths, json_option, root_option
 from vfiodesk.desktop.prime import query_prime_profile
 from vfiodesk.errors import ExitStatus
 from vfiodesk.host.facts import read_host_facts
 from vfiodesk.runner import CommandRunner
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 _STYLE = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "bold red", Status.SKIP: "dim"}
 
@@ -31,15 +36,21 @@ def doctor(as_json: bool, root: str | None) -> int:
             {"id": f.id, "status": f.status.value, "summary": f.summary, "hint": f.hint}
             for f in findings]})
     else:
-        from rich.table import Table
-
-        table = Table(show_edge=False, pad_edge=False)
-        for column in ("check", "status", "summary", "fix"):
-            table.add_column(column)
-        for f in findings:
-            table.add_row(f.id, f"[{_STYLE[f.status]}]{f.status.value}[/]", f.summary, f.hint)
-        out = console()
-        out.print(table)
+        out = print_findings(findings, "check")
         out.print("[green]Ready for GPU passthrough.[/]" if ready
                   else "[bold red]Not ready:[/] fix the failed checks above, then run doctor again.")
     return int(ExitStatus.OK if ready else ExitStatus.HOST_NOT_READY)
+
+
+def print_findings(findings: Sequence[Finding], kind: str) -> Console:
+    """Findings as a table (doctor's checks, vm audit's findings); the console, for what follows."""
+    from rich.table import Table
+
+    table = Table(show_edge=False, pad_edge=False)
+    for column in (kind, "status", "summary", "fix"):
+        table.add_column(column)
+    for f in findings:
+        table.add_row(f.id, f"[{_STYLE[f.status]}]{f.status.value}[/]", f.summary, f.hint)
+    out = console()
+    out.print(table)
+    return out

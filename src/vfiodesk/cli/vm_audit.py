@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from vfiodesk.checks.doctor import Status
 from vfiodesk.checks.vmaudit import AuditFacts, audit_domain
+from vfiodesk.cli.doctor import print_findings
 from vfiodesk.cli.domain_io import domain_argument, read_domain, xml_option
-from vfiodesk.cli.options import connect_option, console, emit_json, host_paths, json_option, root_option
+from vfiodesk.cli.options import connect_option, emit_json, host_paths, json_option, root_option
 from vfiodesk.domxml.document import DomainDocument
 from vfiodesk.domxml.tune import pci_hostdevs
 from vfiodesk.errors import ExitStatus, HostReadError
@@ -19,8 +19,6 @@ from vfiodesk.host.pci import scan_pci_devices
 from vfiodesk.host.system import read_cpuinfo
 from vfiodesk.host.varstore import read_varstore_keys
 from vfiodesk.paths import HostPaths
-
-_STYLE = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "bold red"}
 
 
 def read_audit_facts(host: HostPaths, doc: DomainDocument) -> AuditFacts:
@@ -65,15 +63,7 @@ def audit(name: str | None, xml_file: Path | None, as_json: bool, uri: str | Non
     if as_json:
         emit_json(result.as_json())
     else:
-        from rich.table import Table
-
-        table = Table(show_edge=False, pad_edge=False)
-        for column in ("finding", "status", "summary", "fix"):
-            table.add_column(column)
-        for f in result.findings:
-            table.add_row(f.id, f"[{_STYLE[f.status]}]{f.status.value}[/]", f.summary, f.hint)
-        out = console()
-        out.print(table)
+        out = print_findings(result.findings, "finding")
         out.print(f"score {result.score}/100" + (": [bold red]fix the failed findings[/]" if result.failed
                                                  else ""))
     return int(ExitStatus.HOST_NOT_READY if result.failed else ExitStatus.OK)
