@@ -48,6 +48,21 @@ def test_an_explicit_connect_is_used(host: FakeHost, libvirtd: str,
     assert "is not this host" not in result.stderr
 
 
+@pytest.mark.parametrize("command", [
+    ("vm", "audio", "--backend", "none"),
+    ("desktop", "looking-glass"),
+    ("vm", "tune", "--hugepages"),
+    ("down",),
+])
+def test_with_connect_under_a_root_the_named_libvirt_answers(host: FakeHost, command: tuple[str, ...],
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    name = "vfiodesk-no-such-domain"
+    result = run_cli(capsys, *command[:2], name, *command[2:], "--root", str(host.root),
+                     "--connect", "test:///default")
+    assert result.status == 1 and f"no domain {name!r}" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_printing_xml_needs_no_libvirt(host: FakeHost, capsys: pytest.CaptureFixture[str]) -> None:
     result = run_cli(capsys, "vm", "create", "win10", "--gpu", "01:00", "--cpus", "2", "--print-xml",
                      "--root", str(host.root))

@@ -59,8 +59,17 @@ def domain_exists(conn: Any, name: str) -> bool:
         conn.lookupByID(i).name() == name for i in conn.listDomainsID())
 
 
+def _domain(conn: Any, name: str) -> Any:
+    """The domain NAME, or a clear error when libvirt has none by that name."""
+    libvirt = _libvirt()
+    try:
+        return conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        raise _error(f"no domain {name!r}", exc, "list them with virsh list --all") from None
+
+
 def domain_is_active(conn: Any, name: str) -> bool:
-    return bool(conn.lookupByName(name).isActive())
+    return bool(_domain(conn, name).isActive())
 
 
 def undefine_domain(conn: Any, name: str) -> None:
@@ -82,9 +91,10 @@ def define_domain(conn: Any, xml: str) -> Any:
 
 def domain_xml(conn: Any, name: str) -> str:
     libvirt = _libvirt()
+    domain = _domain(conn, name)
     try:
-        return str(conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-    except libvirt.libvirtError as exc:
+        return str(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    except libvirt.libvirtError as exc:  # undefined since the lookup
         raise _error(f"no domain {name!r}", exc, "list them with virsh list --all") from None
 
 
@@ -218,10 +228,7 @@ def stop_domain(conn: Any, name: str, timeout: float) -> bool:
     import time
 
     libvirt = _libvirt()
-    try:
-        domain = conn.lookupByName(name)
-    except libvirt.libvirtError as exc:
-        raise _error(f"no domain {name!r}", exc, "list them with virsh list --all") from None
+    domain = _domain(conn, name)
 
     def attempt(action: str) -> None:
         try:
