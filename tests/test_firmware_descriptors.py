@@ -150,3 +150,43 @@ def test_vm_create_names_the_skipped_descriptors(tmp_path: Path, libvirtd: str,
     listed = subprocess.run(["virsh", "-c", libvirtd, "list", "--all", "--name"], capture_output=True,
                             text=True, check=True).stdout.split()
     assert name not in listed
+
+
+QEMU_DESCRIPTORS = Path(__file__).parent / "data/firmware"  # QEMU's own (SOURCES)
+
+
+def install_qemu_descriptors(root: Path, folder: str, datadir: str = "/usr/share/qemu") -> None:
+    """As QEMU's build installs them: @DATADIR@ replaced, the images beside."""
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    for source in QEMU_DESCRIPTORS.glob("*.json"):
+        text = source.read_text().replace("@DATADIR@", datadir)
+        (root / folder / source.name).write_text(text)
+        mapping = json.loads(text)["mapping"]
+        for part in ("executable", "nvram-template"):
+            image = root / mapping[part]["filename"].lstrip("/")
+            image.parent.mkdir(parents=True, exist_ok=True)
+            image.write_bytes(b"fd")
+
+
+def test_qemus_published_descriptors(tmp_path: Path) -> None:
+    """Files nobody here wrote: QEMU's x86_64 builds (plain; Secure Boot without enrolled keys,
+    SMM required) and an aarch64 one."""
+    raw = tmp_path / "raw"
+    shutil.copytree(QEMU_DESCRIPTORS, raw / SHARE, ignore=shutil.ignore_patterns("SOURCES"))
+    found = read_firmware_descriptors(HostPaths(raw))  # not installed: @DATADIR@ left in
+    assert found.usable == () and len(found.skipped) == 3
+    assert all("'@DATADIR@/edk2-" in why and "not an absolute path" in why for _, why in found.skipped)
+    qemu = tmp_path / "qemu"
+    install_qemu_descriptors(qemu, SHARE)
+    found = read_firmware_descriptors(HostPaths(qemu))
+    assert {d.name: d.runs("x86_64", "pc-q35-9.0") for d in found.usable} == {
+        "50-edk2-x86_64-secure.json": True, "60-edk2-aarch64.json": False, "60-edk2-x86_64.json": True}
+    assert find_secure_boot_firmware(found) is None  # no build with enrolled keys
+    assert find_uefi_firmware(HostPaths(qemu)).code == qemu / "usr/share/qemu/edk2-x86_64-code.fd"
+    # Beside Debian's: an administrator's copy in /etc overrides Debian's plain build of the same
+    # name; vm create still finds Debian's enrolled build first.
+    both = debian_tree(tmp_path / "both")
+    install_qemu_descriptors(both, ETC)
+    assert find_uefi_firmware(HostPaths(both)).code == both / "usr/share/qemu/edk2-x86_64-code.fd"
+    secure = find_secure_boot_firmware(read_firmware_descriptors(HostPaths(both)))
+    assert secure is not None and secure.name == "40-edk2-x86_64-secure-enrolled.json"
