@@ -264,3 +264,26 @@ def test_chain_mode_for_old_libvirt_runs_the_users_hook_first(host: FakeHost, tm
     assert refused.returncode == 1  # the user's hook still stops a start, as before
     assert run_cli(capsys, "hook", "uninstall", "--root", str(host.root)).status == 0
     assert wrapper.read_text() == user_text and not chained.exists()
+
+
+def test_installing_the_other_way_replaces_the_hook_not_doubles_it(
+        host: FakeHost, capsys: pytest.CaptureFixture[str]) -> None:
+    """libvirt 6.5+ runs hooks/qemu and qemu.d/* both: a --chain install over a plain one (and
+    back) leaves one vfiodesk hook, and the user's own script where it belongs."""
+    hooks = host.root / "etc/libvirt/hooks"
+    user_text = "#!/bin/sh\ncat >/dev/null\n"
+    host.file("etc/libvirt/hooks/qemu", user_text).chmod(0o755)
+    root = ("--root", str(host.root))
+    assert run_cli(capsys, "hook", "install", *root).status == 0
+    dry = run_cli(capsys, "hook", "install", "--chain", "--dry-run", *root)
+    assert f"would remove {hooks}/qemu.d/vfiodesk" in dry.stdout and (hooks / "qemu.d/vfiodesk").exists()
+    chained = run_cli(capsys, "hook", "install", "--chain", *root)
+    assert chained.status == 0 and f"removed {hooks}/qemu.d/vfiodesk" in chained.stdout
+    assert not (hooks / "qemu.d/vfiodesk").exists()
+    assert (hooks / "qemu.vfiodesk-chained").read_text() == user_text
+    assert run_cli(capsys, "hook", "status", *root).status == 0
+    plain = run_cli(capsys, "hook", "install", *root)
+    assert plain.status == 0 and f"put {hooks}/qemu.vfiodesk-chained back as {hooks}/qemu" in plain.stdout
+    assert (hooks / "qemu").read_text() == user_text and not (hooks / "qemu.vfiodesk-chained").exists()
+    status = run_cli(capsys, "hook", "status", *root)
+    assert status.status == 0 and f"also present, left alone: {hooks}/qemu" in status.stdout

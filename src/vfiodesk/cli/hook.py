@@ -69,6 +69,7 @@ def install(restart: bool, chain: bool, dry_run: bool, root: str | None) -> None
         if user_hook:
             click.echo(f"would move {legacy} to {chained}")
         click.echo(f"would write {target} (mode 0755):\n{text}")
+        _remove_other_mode(host, chain, dry_run=True)
         return
     if os.geteuid() != 0:
         raise RefusedError("hook install must run as root (the hook's code is made root-owned)",
@@ -78,6 +79,7 @@ def install(restart: bool, chain: bool, dry_run: bool, root: str | None) -> None
     if user_hook:
         os.replace(legacy, chained)  # the user's script, byte for byte, mode kept
     write_atomic(target, text.encode(), str(target), mode=0o755)
+    _remove_other_mode(host, chain, dry_run=False)
     code.remove_other_libs(host, lib_name)
     daemon = _daemon(host)
     click.echo(f"installed {target}, running {python} -I -S with code from {lib_shown}")
@@ -87,6 +89,34 @@ def install(restart: bool, chain: bool, dry_run: bool, root: str | None) -> None
     else:
         click.echo(f"restart the libvirt daemon so it notices the hook: systemctl restart {daemon} "
                    "(or run this again with --restart)")
+
+
+def _remove_other_mode(host: P.HostPaths, chain: bool, *, dry_run: bool) -> None:
+    """Take away vfiodesk's hook installed the other way (with or without --chain): libvirt 6.5
+    and later run hooks/qemu and every qemu.d script, so both would act at each start."""
+    target, legacy, _ = _targets(host)
+    if chain:
+        _remove_ours(target, dry_run)
+    elif _remove_ours(legacy, dry_run):
+        _put_chained_back(host, dry_run)
+
+
+def _remove_ours(path: Path, dry_run: bool) -> bool:
+    """Remove ``path`` if it is vfiodesk's hook; whether it was."""
+    if not path.exists() or INSTALLED_BY not in _hook_text(path):
+        return False
+    click.echo(f"{'would remove' if dry_run else 'removed'} {path}")
+    if not dry_run:
+        path.unlink()
+    return True
+
+
+def _put_chained_back(host: P.HostPaths, dry_run: bool) -> None:
+    _, legacy, chained = _targets(host)
+    if chained.exists():
+        click.echo(f"{'would put' if dry_run else 'put'} {chained} back as {legacy}")
+        if not dry_run:
+            os.replace(chained, legacy)
 
 
 def _hook_text(path: Path) -> str:
@@ -107,19 +137,10 @@ def _hook_text(path: Path) -> str:
 def uninstall(dry_run: bool, root: str | None) -> None:
     """Remove vfiodesk's hook; a chained user hook goes back to hooks/qemu."""
     host = host_paths(root)
-    target, legacy, chained = _targets(host)
-    removed = False
-    for path in (target, legacy):
-        if path.exists() and INSTALLED_BY in _hook_text(path):
-            click.echo(f"{'would remove' if dry_run else 'removed'} {path}")
-            if not dry_run:
-                path.unlink()
-            removed = True
-    if chained.exists():
-        click.echo(f"{'would put' if dry_run else 'put'} {chained} back as {legacy}")
-        if not dry_run:
-            os.replace(chained, legacy)
-    if not removed:
+    target, legacy, _ = _targets(host)
+    removed = [_remove_ours(path, dry_run) for path in (target, legacy)]
+    _put_chained_back(host, dry_run)
+    if not any(removed):
         click.echo("the hook is not installed")
 
 
