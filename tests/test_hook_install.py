@@ -4,6 +4,7 @@ the operations that act."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import stat
@@ -75,6 +76,8 @@ def copy_of(installed: FakeHost, tmp_path: Path) -> FakeHost:
      "writable by group 65534"),
     (lambda lib: os.chmod(lib / "lxml", 0o777), "writable by everyone"),
     (lambda lib: shutil.rmtree(lib), "is missing"),
+    (lambda lib: (lib / "vfiodesk/hook/actions.py").write_text("import os\n"),
+     "was changed since it was installed"),
 ])
 def test_status_fails_when_the_code_is_no_longer_root_only(copy_of: FakeHost, damage: object, message: str,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
@@ -82,6 +85,46 @@ def test_status_fails_when_the_code_is_no_longer_root_only(copy_of: FakeHost, da
     result = run_cli(capsys, "hook", "status", "--root", str(copy_of.root))
     assert result.status == 1 and message in result.stderr, result.stderr
     assert "hint: vfiodesk hook install" in result.stderr
+
+
+def test_the_copy_is_byte_compiled_and_never_runs_stale_byte_code(
+        copy_of: FakeHost, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every module has a checked-hash .pyc (PEP 552: flags 0b11) made by the hook's interpreter,
+    so no start compiles; a source changed after install runs as changed (the interpreter
+    hashes the source and drops the .pyc), and status reports the change."""
+    lib = lib_of(copy_of)
+    modules = sorted(lib.rglob("*.py"))
+    assert len(modules) > 100
+    for module in modules:
+        compiled = module.parent / "__pycache__" / f"{module.stem}.{sys.implementation.cache_tag}.pyc"
+        header = compiled.read_bytes()[:16]
+        assert int.from_bytes(header[4:8], "little") == 0b11, compiled
+        assert header[8:16] == importlib.util.source_hash(module.read_bytes()), compiled
+    run = lib / "vfiodesk/hook/run.py"
+    run.write_text(run.read_text().replace('vm, operation = argv[0], argv[1]',
+                                           'vm, operation = argv[0], argv[1]\n    print("edited")'))
+    script = shutil.copy2(script_of(copy_of), copy_of.root / "hook-for-test")
+    done = run_hook(runnable(copy_of.root, Path(script)), copy_of.root, "prepare", MANAGED)
+    assert (done.returncode, done.stdout) == (0, "edited\n"), done.stderr
+    result = run_cli(capsys, "hook", "status", "--root", str(copy_of.root))
+    assert result.status == 1 and "was changed since it was installed" in result.stderr
+
+
+def test_a_vm_with_nothing_to_bind_loads_no_binding_code(copy_of: FakeHost) -> None:
+    """prepare and release of a managed VM without hostdevs, hugepages or CPU isolation import
+    only what reads the XML: the binding engine and the hand-off load where they act."""
+    lib = lib_of(copy_of)
+    probe = (f"import sys; sys.path[:0] = [{str(lib)!r}]\n"
+             "from vfiodesk.hook.run import main\n"
+             "data = sys.stdin.buffer.read()\n"
+             "assert main(['win10', 'prepare', 'begin', '-'], data) == 0\n"
+             "assert main(['win10', 'release', 'end', '-'], data) == 0\n"
+             "print(sorted(n for n in sys.modules if n.startswith(('vfiodesk.binding', 'vfiodesk.runner',"
+             " 'vfiodesk.plan', 'vfiodesk.host.services'))))")
+    done = subprocess.run([interpreter(), "-I", "-S", "-c", probe], input=MANAGED, text=True,
+                          capture_output=True, env={**os.environ, "VFIODESK_ROOT": str(copy_of.root)},
+                          check=False)
+    assert (done.returncode, done.stdout) == (0, "[]\n"), done.stderr
 
 
 def test_status_fails_when_the_interpreter_is_gone(copy_of: FakeHost,

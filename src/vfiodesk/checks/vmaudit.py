@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from vfiodesk.checks.doctor import Finding, Status
 from vfiodesk.domxml.document import DomainDocument, Element, attributes_of
-from vfiodesk.domxml.tune import pci_hostdevs, windows_version
+from vfiodesk.domxml.hostdevs import pci_hostdevs
+from vfiodesk.domxml.tune import windows_version
 from vfiodesk.errors import InputError
 from vfiodesk.host.pci import group_devices
 from vfiodesk.host.system import CpuInfo

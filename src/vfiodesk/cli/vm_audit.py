@@ -12,7 +12,7 @@ from vfiodesk.cli.doctor import print_findings
 from vfiodesk.cli.domain_io import domain_argument, read_domain, xml_option
 from vfiodesk.cli.options import connect_option, emit_json, host_paths, json_option, root_option
 from vfiodesk.domxml.document import DomainDocument
-from vfiodesk.domxml.tune import pci_hostdevs
+from vfiodesk.domxml.hostdevs import pci_hostdevs
 from vfiodesk.errors import ExitStatus, HostReadError
 from vfiodesk.host.cpu import read_cpu_topology
 from vfiodesk.host.pci import scan_pci_devices

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vfiodesk.domxml.document import DomainDocument, Element, set_attributes
+from vfiodesk.domxml.hostdevs import pci_hostdevs
 from vfiodesk.errors import InputError, RefusedError
 from vfiodesk.model.pci import PciAddress
 from vfiodesk.plan.guest import EVMCS, TIMERS, GuestFeatures
@@ -435,25 +436,6 @@ def infer_binding(doc: DomainDocument) -> str:
     if found and all(element.get("managed", "no") != "yes" for element, _ in found):
         return "vfiodesk"
     return "libvirt"
-
-
-def pci_hostdevs(doc: DomainDocument) -> list[tuple[Element, PciAddress]]:
-    """PCI hostdevs with their source addresses (odd values are input errors, not crashes)."""
-    found = []
-    for element in doc.iter_devices("hostdev"):
-        source = element.find("source/address")
-        if element.get("type") == "pci" and source is not None:
-            found.append((element, PciAddress(*(_hex(source.get(key, "0"))
-                                                for key in ("domain", "bus", "slot", "function")))))
-    return found
-
-
-def _hex(text: str) -> int:
-    try:
-        return int(text, 16)
-    except ValueError:
-        raise InputError(f"hostdev address value {text[:20]!r} is not a number",
-                         "fix the <hostdev> source address (virsh edit)") from None
 
 
 def hostdev_addresses(doc: DomainDocument) -> list[PciAddress]:

@@ -7,25 +7,22 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vfiodesk import paths as P
-from vfiodesk.binding.engine import bind_devices, plan_for, release_devices
-from vfiodesk.binding.handoff import logged, mark_started, prepare_single_gpu, release_single_gpu
-from vfiodesk.binding.sysfs import SysfsWriter
 from vfiodesk.domxml.document import DomainDocument
+from vfiodesk.domxml.hostdevs import pci_hostdevs
 from vfiodesk.domxml.metadata import VmManagement
-from vfiodesk.domxml.tune import pci_hostdevs, read_size
 from vfiodesk.errors import HostReadError, InputError, RefusedError, VfiodeskError
-from vfiodesk.host.pci import read_pci_device
-from vfiodesk.host.services import read_default_hugepage_kib
-from vfiodesk.host.sysfs import read_attr, read_int_attr
-from vfiodesk.hostfiles.atomic import confined, read_journal_file, write_atomic
-from vfiodesk.model.cpuset import CpuSet
 from vfiodesk.model.pci import PciAddress, PciPattern
-from vfiodesk.model.sizes import KIB
-from vfiodesk.runner import CommandRunner
 
+if TYPE_CHECKING:
+    from vfiodesk.model.cpuset import CpuSet
+
+# The hook starts a fresh interpreter for each operation, and a managed VM with nothing to bind
+# should cost little more than that start: what only acts on devices, hugepages or CPUs (the
+# binding engine, the single-GPU hand-off, systemctl) is imported where it acts
+# (every module of the package is in the hook's root-owned copy; HOOK_MODULES names them).
 
 def _domain(data: bytes) -> tuple[DomainDocument, VmManagement] | None:
     """The document and vfiodesk's options; None for a domain vfiodesk does not manage (the
@@ -42,6 +39,8 @@ def _pattern(address: PciAddress) -> PciPattern:
 def check_drift(host: P.HostPaths, vm: str, management: VmManagement) -> None:
     """The devices are still the ones the VM was made with (a swapped card, a moved slot or a
     BIOS update that regrouped the IOMMU would otherwise hand the VM the wrong device)."""
+    from vfiodesk.host.pci import read_pci_device
+
     for recorded in management.devices:
         try:
             now = read_pci_device(host, recorded.address)
@@ -86,12 +85,18 @@ def prepare(host: P.HostPaths, vm: str, data: bytes, say: Callable[[str], None] 
     ours = [address for element, address in hostdevs if element.get("managed") != "yes"]
     theirs = [address for element, address in hostdevs if element.get("managed") == "yes"]
     if theirs:
+        from vfiodesk.binding.engine import plan_for
+
         plan_for(host, [_pattern(a) for a in theirs], force=False)  # viability only; libvirt binds
         done.append(f"groups of {', '.join(map(str, theirs))} are viable; libvirt binds them")
     if ours and management.binding == "vfiodesk" and management.single_gpu:
+        from vfiodesk.binding.handoff import logged, prepare_single_gpu
+
         prepare_single_gpu(host, vm, ours, logged(host, vm, say))
         done.append("single GPU: the desktop is stopped and the GPU is on vfio-pci")
     elif ours and management.binding == "vfiodesk":
+        from vfiodesk.binding.engine import bind_devices
+
         report = bind_devices(host, [_pattern(a) for a in ours], owner=vm)
         done.append(f"bound {', '.join(report.bound) or 'nothing new'} to vfio-pci")
     try:
@@ -105,8 +110,14 @@ def prepare(host: P.HostPaths, vm: str, data: bytes, say: Callable[[str], None] 
 def _give_back(host: P.HostPaths, vm: str, ours: list[PciAddress], single_gpu: bool,
                say: Callable[[str], None]) -> list[str]:
     if single_gpu:
+        from vfiodesk.binding.handoff import logged, release_single_gpu
+
         release_single_gpu(host, vm, logged(host, vm, say))
         return ["single GPU: the GPU and the desktop are back"]
+    if not ours:
+        return []  # release_devices of no address gives nothing back
+    from vfiodesk.binding.engine import release_devices
+
     released = release_devices(host, ours, owner=vm)
     return released.done + released.notices
 
@@ -116,6 +127,9 @@ def started(host: P.HostPaths, vm: str, data: bytes) -> list[str]:
     parsed = _domain(data)
     if parsed is None or not parsed[1].single_gpu:
         return []
+    from vfiodesk.binding.handoff import mark_started
+    from vfiodesk.host.sysfs import read_attr
+
     try:
         pid_text = read_attr(host(P.RUN_LIBVIRT_QEMU, f"{vm}.pid")) or ""
     except VfiodeskError:
@@ -127,6 +141,14 @@ def started(host: P.HostPaths, vm: str, data: bytes) -> list[str]:
 def _runtime_resources(host: P.HostPaths, vm: str, doc: DomainDocument,
                        management: VmManagement) -> list[str]:
     """Hugepages on the pinned NUMA node and host CPU isolation, recorded for release."""
+    if management.hugepages != "runtime" and not management.isolate_cpus:
+        return []
+    from vfiodesk.domxml.tune import read_size
+    from vfiodesk.hostfiles.atomic import write_atomic
+    from vfiodesk.model.cpuset import CpuSet
+    from vfiodesk.model.sizes import KIB
+    from vfiodesk.runner import CommandRunner
+
     state: dict[str, object] = {}
     done = []
     pins = CpuSet.of(cpu for pin in doc.root.findall("cputune/vcpupin")
@@ -156,6 +178,10 @@ def _allocate_hugepages(host: P.HostPaths, node: int, memory_kib: int) -> tuple[
     """One budget: pages already free (reserved at boot by `vfiodesk host hugepages`) are used
     first and only the shortfall is allocated, so the two never add up
     (Documentation/admin-guide/mm/hugetlbpage.rst: free_hugepages, nr_hugepages per node)."""
+    from vfiodesk.binding.sysfs import SysfsWriter
+    from vfiodesk.host.services import read_default_hugepage_kib
+    from vfiodesk.host.sysfs import read_int_attr
+
     size_kib = read_default_hugepage_kib(host)
     pool = host(P.SYS_NODE, f"node{node}", "hugepages", f"hugepages-{size_kib}kB")
     needed = -(-memory_kib // size_kib)
@@ -187,6 +213,9 @@ def _allocate_hugepages(host: P.HostPaths, node: int, memory_kib: int) -> tuple[
 
 def _cpulist(path: Path) -> CpuSet:
     """A sysfs CPU list (online, a node's cpulist); junk or absence is a clear error."""
+    from vfiodesk.host.sysfs import read_attr
+    from vfiodesk.model.cpuset import CpuSet
+
     text = read_attr(path)
     if text is None:
         raise VfiodeskError(f"{path} is missing", "is this a Linux host with sysfs mounted?")
@@ -225,6 +254,8 @@ def release(host: P.HostPaths, vm: str, data: bytes, say: Callable[[str], None] 
                 handle.write(f"{pages['before']}\n")
             done.append("hugepages given back")
         if "isolated" in state:
+            from vfiodesk.runner import CommandRunner
+
             runner = CommandRunner(host)
             for unit in ("system.slice", "user.slice", "init.scope"):
                 runner.run(["systemctl", "set-property", "--runtime", unit,
@@ -246,6 +277,9 @@ def _state_file(host: P.HostPaths, vm: str) -> Path:
 def _read_state(host: P.HostPaths, path: Path) -> dict[str, Any]:
     """What prepare recorded, checked: release writes only a node's nr_hugepages under the
     root and gives systemd a CPU list."""
+    from vfiodesk.hostfiles.atomic import confined, read_journal_file
+    from vfiodesk.model.cpuset import CpuSet
+
     try:
         state = json.loads(read_journal_file(path))
         if not isinstance(state, dict):

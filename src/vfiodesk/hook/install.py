@@ -4,15 +4,19 @@ hook's path would be a way from that user to root).
 
 ``hook install`` copies the packages the hook imports (vfiodesk and its dependencies, found by
 importing the hook in a child interpreter) into /usr/local/lib/vfiodesk/lib-<digest>, owned by
-root, modes 0755/0644; the hook script names that directory and the resolved
-interpreter, and ``hook status`` checks both again.
+root, modes 0755/0644, byte-compiled there (libvirtd starts a fresh interpreter for every
+operation: without .pyc files each start would compile every module it imports); the hook
+script names that directory and the resolved interpreter, and ``hook status`` checks both
+again, and that the copy still holds what its digest says.
 """
 
 from __future__ import annotations
 
+import compileall
 import hashlib
 import json
 import os
+import py_compile
 import shutil
 import stat
 import subprocess
@@ -26,7 +30,9 @@ from vfiodesk.errors import RefusedError, VfiodeskError
 
 LIB_DIR = "usr/local/lib/vfiodesk"
 # What the hook imports, lazy imports included (the domain XML parser loads lxml on first use).
-HOOK_MODULES = ("vfiodesk.hook.run", "vfiodesk.hook.actions", "lxml.etree")
+HOOK_MODULES = ("vfiodesk.hook.run", "vfiodesk.hook.actions", "vfiodesk.binding.engine",
+                "vfiodesk.binding.handoff", "vfiodesk.domxml.tune", "vfiodesk.hostfiles.atomic",
+                "vfiodesk.runner", "vfiodesk.host.services", "vfiodesk.model.cpuset", "lxml.etree")
 _FIX = ("install vfiodesk with a root-owned Python (e.g. `sudo pip install .` into the system "
         "Python, or a venv under /opt owned by root), then run `vfiodesk hook install` again")
 
@@ -120,9 +126,10 @@ def source_packages(found: Probe) -> list[Path]:
 
 
 def digest(sources: list[Path]) -> str:
-    """Names and contents of what would be copied: the same install gives the same directory."""
+    """Names and contents of what would be copied (not the byte code made from it): the same
+    install gives the same directory, and a copy whose modules were changed a different digest."""
     hasher = hashlib.sha256()
-    for source, relative in _files(sources):
+    for source, relative in sorted(_files(sources), key=lambda item: item[1]):
         hasher.update(relative.encode() + b"\0" + source.read_bytes() + b"\0")
     return hasher.hexdigest()[:16]
 
@@ -143,9 +150,12 @@ def _files(sources: list[Path]) -> list[tuple[Path, str]]:
 
 
 def install_lib(host: P.HostPaths, sources: list[Path], name: str) -> Path:
-    """Copy ``sources`` into LIB_DIR/``name`` (root-owned, 0755/0644); an existing copy of the
-    same digest is kept. Returns the directory under the root. (The hook's first run, as root,
-    writes the byte-code caches there, root-owned too.)"""
+    """Copy ``sources`` into LIB_DIR/``name`` (root-owned, 0755/0644) and byte-compile it; an
+    existing copy of the same digest is kept. Returns the directory under the root.
+
+    The .pyc files are checked-hash ones (PEP 552): the interpreter hashes each module's source
+    when it imports it and compiles the source instead of a .pyc made from other text, so
+    byte code never runs in place of the copy's .py files, which ``hook status`` verifies."""
     base = host(LIB_DIR)
     final = base / name
     if final.is_dir():
@@ -159,6 +169,7 @@ def install_lib(host: P.HostPaths, sources: list[Path], name: str) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target, follow_symlinks=True)
             os.chmod(target, 0o755 if os.stat(source).st_mode & 0o111 else 0o644)
+        compile_lib(staging, f"/{LIB_DIR}/{name}")
         for directory, names, files in os.walk(staging):
             os.chown(directory, 0, 0)
             os.chmod(directory, 0o755)
@@ -174,6 +185,23 @@ def install_lib(host: P.HostPaths, sources: list[Path], name: str) -> Path:
         raise VfiodeskError(f"cannot copy the hook's code to /{LIB_DIR}: {exc.strerror or exc}",
                             "run as root, with space on /usr/local") from None
     return final
+
+
+def compile_lib(lib: Path, shown: str) -> None:
+    """Byte code for every module of the copy in ``lib`` (at ``shown`` when it runs), made by
+    this interpreter (the hook's: its cache tag). A module that does not compile (a test file
+    of a dependency) keeps no .pyc; the interpreter reports it if the hook ever imports it."""
+    compileall.compile_dir(lib, ddir=shown, quiet=2, workers=1,
+                           invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+
+
+def copy_changes(lib: Path) -> list[str]:
+    """Why the copy in ``lib`` no longer holds what its name's digest says; empty when it does."""
+    tops = sorted(entry for entry in lib.iterdir() if entry.name != "__pycache__")
+    if lib.name != f"lib-{digest(tops)}":
+        return [f"the hook's code in {lib} was changed since it was installed "
+                "(its modules no longer match the digest in its name)"]
+    return []
 
 
 def remove_other_libs(host: P.HostPaths, keep: str) -> list[Path]:
