@@ -111,13 +111,15 @@ def test_the_copy_is_byte_compiled_and_never_runs_stale_byte_code(
 
 
 def test_a_vm_with_nothing_to_bind_loads_no_binding_code(copy_of: FakeHost) -> None:
-    """prepare and release of a managed VM without hostdevs, hugepages or CPU isolation import
-    only what reads the XML: the binding engine and the hand-off load where they act."""
+    """prepare of a managed VM without hostdevs, hugepages or CPU isolation imports nothing
+    (not even lxml: hook/idle.py looks with expat); release reads the XML, and the binding
+    engine and the hand-off load only where they act."""
     lib = lib_of(copy_of)
     probe = (f"import sys; sys.path[:0] = [{str(lib)!r}]\n"
              "from vfiodesk.hook.run import main\n"
              "data = sys.stdin.buffer.read()\n"
              "assert main(['win10', 'prepare', 'begin', '-'], data) == 0\n"
+             "assert not [n for n in sys.modules if n.startswith(('lxml', 'vfiodesk.domxml.document'))]\n"
              "assert main(['win10', 'release', 'end', '-'], data) == 0\n"
              "print(sorted(n for n in sys.modules if n.startswith(('vfiodesk.binding', 'vfiodesk.runner',"
              " 'vfiodesk.plan', 'vfiodesk.host.services'))))")

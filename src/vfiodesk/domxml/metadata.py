@@ -19,10 +19,11 @@ from typing import Literal
 
 from lxml import etree
 
+from vfiodesk.domxml import namespace
 from vfiodesk.errors import InputError
 from vfiodesk.model.pci import PciAddress
 
-NAMESPACE = "https://vfiodesk.dev/xmlns/domain/1"
+NAMESPACE = namespace.NAMESPACE
 PREFIX = "vfiodesk"
 ROOT_TAG = f"{{{NAMESPACE}}}vm"
 MANAGE_TAG = f"{{{NAMESPACE}}}manage"

@@ -12,8 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from vfiodesk.errors import VfiodeskError
-from vfiodesk.paths import HostPaths
+from vfiodesk.hook.idle import has_nothing_to_prepare
 
 # The operations the hook acts on, each with the attribute vfiodesk's element must carry for it
 # ("": any VM vfiodesk manages); for the others the sh front never starts Python.
@@ -37,6 +36,11 @@ def main(argv: Sequence[str], data: bytes) -> int:
         print("vfiodesk-hook: expected: DOMAIN OPERATION SUB-OPERATION EXTRA", file=sys.stderr)
         return 0
     vm, operation = argv[0], argv[1]
+    if operation == "prepare" and has_nothing_to_prepare(data):
+        return 0  # a VM with nothing to bind costs about one interpreter start: nothing imported
+    from vfiodesk.errors import VfiodeskError
+    from vfiodesk.paths import HostPaths
+
     host = HostPaths.from_env()
     def say(line: str) -> None:
         log(vm, line)
