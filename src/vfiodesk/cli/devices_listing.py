@@ -4,7 +4,6 @@ so `devices --json` can run before the CLI framework is even imported (cli/fast.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from vfiodesk.checks.groups import GroupView, Role, classify_group, default_targets, find_host_display
 from vfiodesk.checks.reset import reset_advice
@@ -34,7 +33,7 @@ def scan_listing(host: HostPaths) -> DeviceListing:
     return DeviceListing(views, names, bool(read_iommu_group_numbers(host)))
 
 
-def listing_json(listing: DeviceListing) -> dict[str, Any]:
+def listing_json(listing: DeviceListing) -> dict[str, object]:
     return {
         "iommu_enabled": listing.iommu_enabled,
         "devices": [device_json(device, role, listing.names) for view in listing.views
@@ -45,7 +44,7 @@ def listing_json(listing: DeviceListing) -> dict[str, Any]:
     }
 
 
-def device_json(device: PciDevice, role: Role | None, names: PciNames) -> dict[str, Any]:
+def device_json(device: PciDevice, role: Role | None, names: PciNames) -> dict[str, object]:
     def hex_or_none(value: int | None, digits: int) -> str | None:
         return None if value is None else f"{value:0{digits}x}"
 
