@@ -189,6 +189,8 @@ def status(root: str | None) -> None:
         problems += [(problem, reinstall) for problem in code.check_runnable(python, lib)]
     sources = code.source_packages(code.probe(sys.executable, [], isolated=False))
     current = lib.name == f"lib-{code.digest(sources)}"
+    if current and lib.is_dir():  # an older version's copy: its digest may be taken otherwise
+        problems += [(problem, reinstall) for problem in code.copy_changes(lib)]
     stale = "" if current else " (from another vfiodesk version: install again)"
     click.echo(f"installed: {installed}{stale}")
     if chaining:
