@@ -22,6 +22,7 @@ from tests.test_pinning import intel_4c8t, write_topology
 from vfiodesk.binding.journal import read_records
 from vfiodesk.cli.main import main as cli_main
 from vfiodesk.domxml.metadata import MARKER
+from vfiodesk.errors import ExitStatus
 from vfiodesk.hook.run import main
 
 
@@ -287,3 +288,18 @@ def test_installing_the_other_way_replaces_the_hook_not_doubles_it(
     assert (hooks / "qemu").read_text() == user_text and not (hooks / "qemu.vfiodesk-chained").exists()
     status = run_cli(capsys, "hook", "status", *root)
     assert status.status == 0 and f"also present, left alone: {hooks}/qemu" in status.stdout
+
+
+def test_a_users_script_is_never_overwritten_by_the_chained_one(
+        host: FakeHost, capsys: pytest.CaptureFixture[str]) -> None:
+    hooks = host.root / "etc/libvirt/hooks"
+    root = ("--root", str(host.root))
+    host.file("etc/libvirt/hooks/qemu", "#!/bin/sh\n# first\n").chmod(0o755)
+    assert run_cli(capsys, "hook", "install", "--chain", *root).status == 0
+    (hooks / "qemu").write_text("#!/bin/sh\n# written since, by hand\n")
+    again = run_cli(capsys, "hook", "install", "--chain", *root)
+    assert again.status == ExitStatus.REFUSED and "moving one would lose the other" in again.stderr
+    gone = run_cli(capsys, "hook", "uninstall", *root)
+    assert gone.status == 0 and f"left {hooks}/qemu.vfiodesk-chained alone" in gone.stdout
+    assert (hooks / "qemu").read_text() == "#!/bin/sh\n# written since, by hand\n"
+    assert (hooks / "qemu.vfiodesk-chained").read_text() == "#!/bin/sh\n# first\n"

@@ -60,6 +60,10 @@ def install(restart: bool, chain: bool, dry_run: bool, root: str | None) -> None
     user_hook = False
     if chain:
         user_hook = legacy.exists() and INSTALLED_BY not in _hook_text(legacy)
+        if user_hook and (chained.exists() or chained.is_symlink()):
+            raise RefusedError(f"{legacy} is not vfiodesk's hook and {chained} holds a script already: "
+                               "moving one would lose the other",
+                               f"keep the one you want as {legacy}, remove {chained}, and install again")
         target = legacy
     runs_first = chain and (user_hook or chained.exists())
     text = hook_script(python, lib_shown,
@@ -98,7 +102,7 @@ def _remove_other_mode(host: P.HostPaths, chain: bool, *, dry_run: bool) -> None
     if chain:
         _remove_ours(target, dry_run)
     elif _remove_ours(legacy, dry_run):
-        _put_chained_back(host, dry_run)
+        _put_chained_back(host, dry_run, freed=True)
 
 
 def _remove_ours(path: Path, dry_run: bool) -> bool:
@@ -111,9 +115,13 @@ def _remove_ours(path: Path, dry_run: bool) -> bool:
     return True
 
 
-def _put_chained_back(host: P.HostPaths, dry_run: bool) -> None:
+def _put_chained_back(host: P.HostPaths, dry_run: bool, *, freed: bool) -> None:
+    """The user's chained script back as hooks/qemu, unless hooks/qemu (not ``freed``) holds
+    another script now: that one is never overwritten."""
     _, legacy, chained = _targets(host)
-    if chained.exists():
+    if chained.exists() and not freed and (legacy.exists() or legacy.is_symlink()):
+        click.echo(f"left {chained} alone: {legacy} is not vfiodesk's; put back by hand what you want")
+    elif chained.exists():
         click.echo(f"{'would put' if dry_run else 'put'} {chained} back as {legacy}")
         if not dry_run:
             os.replace(chained, legacy)
@@ -139,7 +147,7 @@ def uninstall(dry_run: bool, root: str | None) -> None:
     host = host_paths(root)
     target, legacy, _ = _targets(host)
     removed = [_remove_ours(path, dry_run) for path in (target, legacy)]
-    _put_chained_back(host, dry_run)
+    _put_chained_back(host, dry_run, freed=removed[1])
     if not any(removed):
         click.echo("the hook is not installed")
 
