@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -68,3 +69,19 @@ def run_scenario(name: str, last_step: str, timeout: float = 900) -> dict[str, A
     found = results_by_key(result)
     assert last_step in found, result.output[-4000:]
     return found
+
+
+def lab_cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """`vfiodesk lab ARGS`; past ``timeout`` it gets SIGTERM (which stops its QEMU), not the
+    SIGKILL of subprocess.run's timeout, which would orphan the QEMU it started."""
+    argv = [sys.executable, "-m", "vfiodesk", "lab", *args]
+    with lab_slot(), subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            stdout, stderr = process.communicate(timeout=60)
+            raise AssertionError(f"lab {' '.join(args)} ran over {timeout:.0f} s:\n"
+                                 + stdout[-3000:]) from None
+        return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)

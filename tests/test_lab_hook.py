@@ -1,4 +1,5 @@
-"""The hook in the lab: libvirtd starts a VM made by vm create, the hook binds, gives back."""
+"""The hook in the lab: libvirtd starts a VM made by vm create (with --hugepages, then put
+through vm tune), the hook binds, gives back."""
 
 from __future__ import annotations
 
@@ -19,6 +20,17 @@ def steps() -> dict[str, Any]:
 def test_vm_create_and_hook_install_in_the_lab(steps: dict[str, Any]) -> None:
     setup = steps["setup"]
     assert setup["install"] == 0 and setup["create"] == 0, setup["err"]
+
+
+def test_tune_on_a_vfiodesk_made_vm_changes_nothing(steps: dict[str, Any]) -> None:
+    tune = steps["tune"]
+    assert tune["tune"] == 0, tune["err"]
+    assert tune["diff"] == "" and "no change" in tune["diff_err"]
+    assert tune["same"]
+    # libvirt writes the metadata element back with double quotes, its own elements with single.
+    manage = tune["manage"][0].replace('"', "'") if len(tune["manage"]) == 1 else tune["manage"]
+    assert "binding='vfiodesk'" in manage and "hugepages='runtime'" in manage, tune["manage"]
+    assert tune["managed"] and set(tune["managed"]) == {"no"}, tune["managed"]
 
 
 def test_start_hands_the_gpu_and_usb_to_the_running_vm(steps: dict[str, Any]) -> None:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.cli import run_cli
 from vfiodesk.errors import InputError, VfiodeskError
-from vfiodesk.lab.boot import LabSpec, build_vng_argv
+from vfiodesk.lab.boot import LAB_CACHE_ENV, LabSpec, build_vng_argv, with_lab_cache
 from vfiodesk.lab.demo import in_the_lab, load_steps
 from vfiodesk.lab.firmware import find_uefi_firmware
 from vfiodesk.lab.kernel import check_lab_kernel, find_lab_kernel
+from vfiodesk.lab.steps.common import copy_newer_probes
 from vfiodesk.paths import HostPaths
 
 
@@ -189,3 +192,31 @@ def test_lab_run_boots_bios_and_the_demo_uefi_by_default(capsys: pytest.CaptureF
     for command, default in (("run", "bios"), ("demo", "uefi")):
         shown = run_cli(capsys, "lab", command, "--help")
         assert f"[default: {default}]" in " ".join(shown.stdout.split()), shown.stdout
+
+
+def test_the_lab_cache_is_writable_in_the_guest_and_named_there(tmp_path: Path) -> None:
+    cache = tmp_path / "cache" / "vfiodesk" / "lab"
+    spec = with_lab_cache(LabSpec(env={"A": "1"}), cache)
+    assert cache.is_dir() and spec.env == {LAB_CACHE_ENV: str(cache), "A": "1"}
+    kernel = tmp_path / "vmlinuz"
+    assert f"--rwdir={cache}" in build_vng_argv(spec, kernel, tmp_path / "guest.sh")
+
+
+def test_libvirt_probes_cross_boots_newest_wins_whole(tmp_path: Path) -> None:
+    host, guest = tmp_path / "host", tmp_path / "guest"
+    host.mkdir()
+    (host / "a.xml").write_text("host a")
+    (host / "notes.txt").write_text("not libvirt's")
+    copy_newer_probes(str(host), str(guest))
+    assert sorted(p.name for p in guest.iterdir()) == ["a.xml"]
+    assert (guest / "a.xml").read_text() == "host a"
+    # libvirt probed again in the guest (the copy was stale): the newer probe goes back.
+    (guest / "a.xml").write_text("guest a")
+    os.utime(guest / "a.xml", (time.time() + 10, time.time() + 10))
+    (host / "b.xml").write_text("host b")
+    copy_newer_probes(str(guest), str(host))
+    copy_newer_probes(str(host), str(guest))
+    assert (host / "a.xml").read_text() == "guest a" and (guest / "b.xml").read_text() == "host b"
+    assert not [p for p in (*host.iterdir(), *guest.iterdir()) if p.name.endswith(".partial")]
+    copy_newer_probes(None, str(guest))  # no cache named: nothing to do
+    copy_newer_probes(str(tmp_path / "missing"), str(guest))

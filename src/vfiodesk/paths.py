@@ -46,6 +46,7 @@ LIB_MODULES = "lib/modules"
 RUN_VFIODESK = "run/vfiodesk"
 RUN_LIBVIRT_QEMU = "run/libvirt/qemu"  # <domain>.pid of each running QEMU
 VAR_LIB_VFIODESK = "var/lib/vfiodesk"
+VAR_CACHE_LIBVIRT_QEMU_CAPS = "var/cache/libvirt/qemu/capabilities"  # libvirt's probe of each QEMU
 PROC_BOOT_ID = "proc/sys/kernel/random/boot_id"  # changes at every boot
 RUN_SYSTEMD_SYSTEM = "run/systemd/system"  # exists when systemd runs the host (sd_booted(3))
 # Host configuration (vfiodesk host ...): boot loaders, initramfs, services.

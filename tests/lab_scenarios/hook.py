@@ -1,10 +1,12 @@
 """Runs INSIDE the lab guest: libvirtd with vfiodesk's hook hands the GPU pair and the USB
-controller to a running VM and takes them back. One ``@@ {json}`` line per step."""
+controller to a running VM and takes them back; the VM went through `vm tune` first (libvirt's
+own dumpxml, defined back) and kept its meaning. One ``@@ {json}`` line per step."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -33,13 +35,29 @@ def create(name: str, *devices: str) -> subprocess.CompletedProcess[str]:
                     "--binding", "vfiodesk", "--force", "--os", "win10", *devices)
 
 
+def tune(name: str) -> None:
+    """`vm tune` on a VM vfiodesk made changes nothing, whatever quotes libvirt writes back."""
+    before = run(*VIRSH, "dumpxml", "--inactive", name).stdout
+    diff = vfiodesk("vm", "tune", name, "--diff")
+    tuned = vfiodesk("vm", "tune", name)
+    after = run(*VIRSH, "dumpxml", "--inactive", name).stdout
+    emit("tune", tune=tuned.returncode, err=tuned.stderr[-400:], diff=diff.stdout,
+         diff_err=diff.stderr[-300:], same=before == after,
+         manage=re.findall(r"<vfiodesk:manage[^>]*>", after),
+         managed=re.findall(r"managed=['\"](\w+)['\"]", after))
+
+
 def main() -> None:
     original = drivers()
+    # libvirt backs <hugepages/> with a hugetlbfs mount; the lab's /dev has none until asked.
+    run("mkdir", "-p", "/dev/hugepages")
+    run("mount", "-t", "hugetlbfs", "hugetlbfs", "/dev/hugepages")
     installed = vfiodesk("hook", "install")
     start_libvirtd()  # after the hook exists: libvirtd looks for hooks when it starts
-    made = create("vfdlab", "--gpu", "01:00", "--usb-controller", "02:00.0")
+    made = create("vfdlab", "--gpu", "01:00", "--usb-controller", "02:00.0", "--hugepages")
     emit("setup", install=installed.returncode, create=made.returncode, err=made.stderr[-500:],
          original=original)
+    tune("vfdlab")
 
     started = run(*VIRSH, "start", "vfdlab")
     time.sleep(2)

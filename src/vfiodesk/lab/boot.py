@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from vfiodesk.errors import InputError, VfiodeskError
@@ -97,6 +97,21 @@ def build_vng_argv(spec: LabSpec, kernel: Path, script: Path) -> list[str]:
     return argv
 
 
+LAB_CACHE_ENV = "VFIODESK_LAB_CACHE"  # the guest finds the host's lab cache directory here
+
+
+def lab_cache_dir() -> Path:
+    """Where lab boots keep what outlives one boot (libvirt's QEMU probe): the user's cache."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "vfiodesk" / "lab"
+
+
+def with_lab_cache(spec: LabSpec, cache: Path) -> LabSpec:
+    """``spec`` with the host's lab cache writable in the guest, named in its environment."""
+    cache.mkdir(parents=True, exist_ok=True)
+    return replace(spec, rw_dirs=(*spec.rw_dirs, cache), env={LAB_CACHE_ENV: str(cache), **spec.env})
+
+
 def write_guest_script(workdir: Path, command: Sequence[str] | str, env: dict[str, str]) -> Path:
     """A script the guest runs: PATH with this venv first, then the command.
 
@@ -136,6 +151,7 @@ def run_in_lab(spec: LabSpec, command: Sequence[str] | str, *,
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="vfiodesk-lab-", dir=_shared_tmp()) as workdir, \
             _signals_unwind():
+        spec = with_lab_cache(spec, lab_cache_dir())
         script = write_guest_script(Path(workdir), command, spec.env)
         argv = build_vng_argv(spec, kernel, script)
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

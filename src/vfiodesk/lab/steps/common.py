@@ -5,11 +5,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
+
+from vfiodesk.lab.boot import LAB_CACHE_ENV
+from vfiodesk.paths import VAR_CACHE_LIBVIRT_QEMU_CAPS
 
 
 def vfiodesk(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -47,14 +51,44 @@ def start_libvirtd() -> bool:
 
     for directory in ("/var/log/libvirt/qemu", "/var/run/libvirt", "/var/lib/libvirt/qemu/nvram"):
         os.makedirs(directory, exist_ok=True)  # the guest's /var starts empty
+    copy_newer_probes(_host_caps_cache(), _GUEST_CAPS_CACHE)
     subprocess.run(["modprobe", "vfio-pci"], check=False)
     subprocess.run(["virtlogd", "-d"], capture_output=True, check=False)
     subprocess.run(["libvirtd", "-d"], capture_output=True, check=False)
     for _ in range(100):
         if subprocess.run([*VIRSH, "version"], capture_output=True, check=False).returncode == 0:
+            copy_newer_probes(_GUEST_CAPS_CACHE, _host_caps_cache())
             return True
         time.sleep(0.2)
     return False
+
+
+# libvirtd probes every QEMU binary when it starts (minutes under TCG, every boot, as the guest's
+# /var starts empty). Its cache outlives the boot in the host's lab cache; libvirt itself decides
+# whether a cached probe is still valid (same libvirtd and QEMU binaries, same accelerator) and
+# probes again when not, so a stale copy costs time, never correctness.
+_GUEST_CAPS_CACHE = "/" + VAR_CACHE_LIBVIRT_QEMU_CAPS
+
+
+def _host_caps_cache() -> str | None:
+    host = os.environ.get(LAB_CACHE_ENV)
+    return os.path.join(host, "libvirt-qemu-capabilities") if host else None
+
+
+def copy_newer_probes(source: str | None, target: str | None) -> None:
+    """Each *.xml of ``source`` newer than its copy in ``target``, written whole (temp + rename:
+    two labs may share the host's cache)."""
+    if source is None or target is None or not os.path.isdir(source):
+        return
+    os.makedirs(target, exist_ok=True)
+    for name in os.listdir(source):
+        origin, copy = os.path.join(source, name), os.path.join(target, name)
+        if not name.endswith(".xml") or (os.path.exists(copy)
+                                         and os.path.getmtime(copy) >= os.path.getmtime(origin)):
+            continue
+        partial = f"{copy}.{os.getpid()}.partial"
+        shutil.copy2(origin, partial)
+        os.replace(partial, copy)
 
 
 def virsh(*args: str) -> subprocess.CompletedProcess[str]:
