@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -130,15 +132,17 @@ def _measure(work: Path, repeat: int) -> list[str]:
     (work / "args.json").write_text(json.dumps(
         ["/etc/libvirt/hooks", {name: str(variants / name) for name in ("empty", "hook", "every-operation")},
          repeat, python]))
+    lines = _direct(work, variants, python, repeat)
     done = subprocess.run(["unshare", "--mount", "sh", "-c", SETUP],
                           env={**os.environ, "W": str(work), "PYTHON": sys.executable},
                           capture_output=True, text=True, timeout=600, check=False)
     if done.returncode != 0:
-        return [f"hook cost at virsh start: failed ({(done.stderr.strip().splitlines() or ['?'])[-1]})"]
+        why = (done.stderr.strip().splitlines() or ["?"])[-1]
+        return [*lines, f"hook cost at virsh start: failed ({why})"]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     starts, python_start = result["starts"], result["python"]
     none = starts["none"]
-    lines = [f"hook cost at virsh start (managed VM, type qemu, no hostdevs, median of {repeat}):",
+    lines += [f"hook cost at virsh start (managed VM, type qemu, no hostdevs, median of {repeat}):",
              f"  no hook {none * 1000:.0f} ms; one `python -I -S -c pass` {python_start * 1000:.0f} ms"]
     empty = starts["empty"]
     lines.append(f"  an empty sh hook {empty * 1000:.0f} ms: ratio {empty / none:.2f}x (libvirt's own cost "
@@ -149,6 +153,55 @@ def _measure(work: Path, repeat: int) -> list[str]:
         lines.append(f"  {label} {starts[name] * 1000:.0f} ms: ratio {starts[name] / none:.2f}x to no hook, "
                      f"{starts[name] / empty:.2f}x to an empty hook; added over the empty hook "
                      f"{added * 1000:.0f} ms = {added / python_start:.2f} Python starts{goal}")
+    return lines
+
+
+# The operations libvirt runs the hook for during `virsh start` (libvirt.org/hooks.html).
+START_OPERATIONS = (("prepare", "begin"), ("start", "begin"), ("started", "begin"))
+
+
+def _direct(work: Path, variants: Path, python: str, repeat: int) -> list[str]:
+    """The hook scripts run as libvirtd runs them for one start, without libvirtd: the scripts'
+    own cost, wall and CPU (median of ``repeat``), steadier than whole starts on a busy host."""
+    lib = work / "root/usr/local/lib/vfiodesk"
+    scripts = {}
+    for name in ("empty", "hook", "every-operation"):
+        scripts[name] = work / f"direct-{name}"
+        scripts[name].write_text((variants / name).read_text().replace("/usr/local/lib/vfiodesk", str(lib)))
+        scripts[name].chmod(0o755)
+    domain = work / "direct-domain.xml"
+    domain.write_text(DOMAIN)
+    env = {**os.environ, "VFIODESK_ROOT": str(work / "root")}
+
+    def one_start(name: str) -> None:
+        for operation, sub in START_OPERATIONS:
+            with open(domain, "rb") as stdin:
+                subprocess.run([str(scripts[name]), "vfiodesk-bench", operation, sub, "-"], stdin=stdin,
+                               env=env, check=True, stdout=subprocess.DEVNULL)
+
+    def bare() -> None:
+        subprocess.run([python, "-I", "-S", "-c", "pass"], check=True)
+
+    runs: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in ("python", *scripts)}
+    for index in range(repeat + 1):
+        for name, call in (("python", bare), *((name, lambda n=name: one_start(n)) for name in scripts)):
+            before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+            call()
+            wall, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
+            if index:
+                runs[name][0].append(wall)
+                runs[name][1].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    wall = {name: statistics.median(samples[0]) for name, samples in runs.items()}
+    cpu = {name: statistics.median(samples[1]) for name, samples in runs.items()}
+    lines = [f"hook scripts for one start ({', '.join(op for op, _ in START_OPERATIONS)}), run directly, "
+             f"median of {repeat}: one `python -I -S -c pass` {wall['python'] * 1000:.0f} ms wall, "
+             f"{cpu['python'] * 1000:.0f} ms CPU; an empty sh hook {wall['empty'] * 1000:.0f} ms wall"]
+    for name, label in (("hook", "vfiodesk hook"), ("every-operation", "Python for every operation")):
+        added, added_cpu = wall[name] - wall["empty"], cpu[name] - cpu["empty"]
+        goal = f" (goal <= 1.00: {'met' if added <= wall['python'] else 'MISSED'})" if name == "hook" else ""
+        lines.append(f"  {label}: added over the empty hook {added * 1000:.0f} ms wall = "
+                     f"{added / wall['python']:.2f} Python starts{goal}; CPU {added_cpu * 1000:.0f} ms = "
+                     f"{added_cpu / cpu['python']:.2f} starts' CPU")
     return lines
 
 
