@@ -1,6 +1,7 @@
 """Single-GPU hosts on fake trees: vm create/tune --single-gpu, the hook's hand-off as one
 transaction, the holders it names, the watchdog, restore --all. The kernel's side (drivers
-really moving, the console, a desktop stand-in) is proven in tests/test_lab_single_gpu.py."""
+really moving, the console, a desktop stand-in) is proven by the single-GPU steps of
+`vfiodesk lab demo` (vfiodesk.lab.steps.single_gpu)."""
 
 from __future__ import annotations
 
@@ -169,6 +170,7 @@ def test_hook_hand_off_is_journaled_step_by_step(host: FakeHost, installed: str)
     assert hook(host, "started", installed).returncode == 0
     started = handoff.read_state(host.paths)
     assert started is not None and (started.phase, started.qemu_pid) == ("started", 4321)
+    assert started.daemon_pid == os.getpid()  # the process that ran the hook, as libvirtd does
     released = hook(host, "release", installed, "end")
     assert released.returncode == 0
     assert "would run: systemctl start display-manager.service" in released.stderr
@@ -244,6 +246,29 @@ def test_watchdog_restores_when_qemu_died_without_a_release(host: FakeHost) -> N
     reason = watchdog.watch(host.paths, "win10", lambda _: None, grace=0.0, sleep=lambda _: None)
     assert "QEMU (pid 4321) exited and no release followed" in reason
     assert handoff.read_state(host.paths) is None
+
+
+def test_watchdog_waits_for_the_release_of_a_daemon_that_lives(host: FakeHost) -> None:
+    """A destroy on a loaded host: QEMU is gone, libvirtd still tears the domain down; its
+    release, not the watchdog, gives the display back (the lab saw the watchdog win the race)."""
+    handoff.write_state(host.paths, handoff.HandoffState("win10", (GPU, AUDIO), True, "started", 4321,
+                                                         daemon_pid=77))
+    host.file("proc/77/stat", "77 (libvirtd) S 1 77 77 0 -1\n")
+    polls: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        polls.append(seconds)
+        if len(polls) == 3:
+            write_state(host, "releasing", 4321)
+
+    reason = watchdog.watch(host.paths, "win10", lambda _: None, grace=0.0, teardown_bound=600.0,
+                            sleep=sleep)
+    assert reason == "a release began; nothing to do" and len(polls) == 3
+    (host.root / "proc/77/stat").unlink()  # the daemon died with QEMU: nobody will release
+    write_state(host, "started", 4321)
+    reason = watchdog.watch(host.paths, "win10", lambda _: None, grace=0.0, teardown_bound=600.0,
+                            sleep=sleep)
+    assert "exited and no release followed" in reason and handoff.read_state(host.paths) is None
 
 
 def test_watchdog_leaves_a_running_vm_and_ends_with_its_release(host: FakeHost) -> None:

@@ -60,6 +60,9 @@ class HandoffState:
     phase: str  # preparing, prepared, started (QEMU runs), releasing, failed
     qemu_pid: int | None = None
     since: float = 0.0  # time.time() of the last phase change
+    # libvirtd (or virtqemud), the hook's parent at `started`: while it lives, QEMU's exit is
+    # followed by its release hook, however long its teardown takes on a loaded host.
+    daemon_pid: int | None = None
 
 
 def state_path(host: P.HostPaths) -> Path:
@@ -74,12 +77,16 @@ def read_state(host: P.HostPaths) -> HandoffState | None:
         raw = json.loads(read_bytes(path, 64 * 1024))
         return HandoffState(str(raw["vm"]), tuple(str(a) for a in raw["devices"]),
                             bool(raw["display_manager_was_active"]), str(raw["phase"]),
-                            raw.get("qemu_pid") if isinstance(raw.get("qemu_pid"), int) else None,
-                            float(raw.get("since", 0.0)))
+                            _pid(raw.get("qemu_pid")), float(raw.get("since", 0.0)),
+                            _pid(raw.get("daemon_pid")))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise HostReadError(f"the hand-off state {path} is damaged ({exc})",
                             "start the display manager by hand (systemctl start display-manager), "
                             "then delete the file") from None
+
+
+def _pid(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def write_state(host: P.HostPaths, state: HandoffState) -> HandoffState:
@@ -165,10 +172,10 @@ def spawn_watchdog(host: P.HostPaths, vm: str, say: Say) -> None:
                      stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True, env=env)
 
 
-def mark_started(host: P.HostPaths, vm: str, qemu_pid: int | None) -> None:
+def mark_started(host: P.HostPaths, vm: str, qemu_pid: int | None, daemon_pid: int | None = None) -> None:
     state = read_state(host)
     if state is not None and state.vm == vm and state.phase == "prepared":
-        write_state(host, replace(state, phase="started", qemu_pid=qemu_pid))
+        write_state(host, replace(state, phase="started", qemu_pid=qemu_pid, daemon_pid=daemon_pid))
 
 
 def release_single_gpu(host: P.HostPaths, vm: str | None, say: Say) -> None:

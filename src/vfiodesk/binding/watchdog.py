@@ -24,11 +24,15 @@ START_BOUND = 120.0  # seconds from prepare to `started` once libvirt has given 
 # start (huge memory to pre-fault, nested TCG), not a lost one; taking the GPU from under it
 # would fail the start.
 STARTING_BOUND = 600.0
-EXIT_GRACE = 5.0  # QEMU gone: libvirt's own release normally begins well within this
+EXIT_GRACE = 5.0  # QEMU gone and the daemon that ran the hooks gone too: no release will come
+# QEMU gone while that daemon lives: it tears the domain down and runs the release hook itself
+# (a destroy under load took over 20 s in the lab before release began); only a daemon stuck
+# that long is not waited for.
+TEARDOWN_BOUND = 120.0
 POLL = 1.0
 
 
-def qemu_alive(host: P.HostPaths, pid: int) -> bool:
+def process_alive(host: P.HostPaths, pid: int) -> bool:
     """The process exists and is not a zombie (proc/PID/stat's third field)."""
     stat = read_attr(host(P.PROC, str(pid), "stat"))
     if stat is None:
@@ -42,11 +46,12 @@ def libvirt_starting(host: P.HostPaths, vm: str) -> bool:
     if host(P.RUN_LIBVIRT_QEMU, f"{vm}.xml").exists():
         return True
     text = read_attr(host(P.RUN_LIBVIRT_QEMU, f"{vm}.pid"))
-    return bool(text and text.isdigit() and qemu_alive(host, int(text)))
+    return bool(text and text.isdigit() and process_alive(host, int(text)))
 
 
 def watch(host: P.HostPaths, vm: str, say: Callable[[str], None], *, bound: float = START_BOUND,
-          starting_bound: float = STARTING_BOUND, grace: float = EXIT_GRACE, poll: float = POLL,
+          starting_bound: float = STARTING_BOUND, grace: float = EXIT_GRACE,
+          teardown_bound: float = TEARDOWN_BOUND, poll: float = POLL,
           sleep: Callable[[float], None] = time.sleep) -> str:
     """Wait for a release; if none can come, release. Returns why it ended."""
     began = time.monotonic()
@@ -61,9 +66,10 @@ def watch(host: P.HostPaths, vm: str, say: Callable[[str], None], *, bound: floa
         if state.phase in ("preparing", "prepared") and now - began > limit:
             reason = f"{vm} did not reach started within {limit:.0f} s"
         elif state.phase == "started" and state.qemu_pid is not None and \
-                not qemu_alive(host, state.qemu_pid):
+                not process_alive(host, state.qemu_pid):
             gone_since = gone_since if gone_since is not None else now
-            if now - gone_since >= grace:
+            daemon_lives = state.daemon_pid is not None and process_alive(host, state.daemon_pid)
+            if now - gone_since >= (teardown_bound if daemon_lives else grace):
                 reason = f"QEMU (pid {state.qemu_pid}) exited and no release followed"
         if reason is not None:
             say(f"{reason}: giving the host its display back")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -134,8 +135,23 @@ def started(host: P.HostPaths, vm: str, data: bytes) -> list[str]:
         pid_text = read_attr(host(P.RUN_LIBVIRT_QEMU, f"{vm}.pid")) or ""
     except VfiodeskError:
         pid_text = ""  # a damaged pid file: the watchdog then has no pid to follow
-    mark_started(host, vm, int(pid_text) if pid_text.isdecimal() and len(pid_text) < 10 else None)
+    mark_started(host, vm, int(pid_text) if pid_text.isdecimal() and len(pid_text) < 10 else None,
+                 hook_daemon_pid())
     return [f"QEMU runs as pid {pid_text or 'unknown'}; the watchdog follows it"]
+
+
+def hook_daemon_pid() -> int | None:
+    """The daemon running the hooks (libvirtd, virtqemud): the sh front's parent. Python runs
+    at the end of the front's pipeline, a child of the front; this process's own ancestry, so
+    the real /proc whatever the root."""
+    from vfiodesk.host.sysfs import read_attr
+
+    with contextlib.suppress(VfiodeskError):
+        stat = read_attr(f"/proc/{os.getppid()}/stat")
+        fields = stat.rpartition(")")[2].split() if stat else []
+        if len(fields) > 1 and fields[1].isdecimal():
+            return int(fields[1])  # proc(5): state, then ppid
+    return None
 
 
 def _runtime_resources(host: P.HostPaths, vm: str, doc: DomainDocument,
