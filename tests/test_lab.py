@@ -33,3 +33,15 @@ def test_demo_tells_the_story_through_uefi_and_passes() -> None:
     assert "after unbind 0000:01:00.0 on bochs-drm, 0000:01:00.1 on snd_hda_intel" in \
         steps["module-reload"]["detail"]
     assert "DMAR: IOMMU enabled" in steps["doctor"]["detail"]
+    # Single-GPU (lab/steps/single_gpu.py): each step compares the host's display with the one
+    # before the hand-off (the pair's drivers, fbcon bound, the desktop stand-in holding card0).
+    single = {name[len("single-gpu-"):]: record["detail"] for name, record in steps.items()
+              if name.startswith("single-gpu-")}
+    assert "'desktop_holds_card0': True" in single["create"] and "'fbcon': True" in single["create"]
+    assert single["start"].startswith("0000:01:00.0, 0000:01:00.1 inside QEMU")
+    assert "'gpu': 'vfio-pci', 'audio': 'vfio-pci', 'fbcon': False, 'desktop_holds_card0': False" \
+        in single["start"]
+    assert "from stopping the desktop to verifying it is back" in single["stop"]
+    assert "-vfiodesk-no-such-option" in single["qemu-fails"] and "host as before" in single["qemu-fails"]
+    assert single["prepare-fails"] == "refused with the injected fault; desktop running again"
+    assert single["holder"].startswith("refused naming pid")

@@ -121,6 +121,10 @@ def test_demo_steps_tell_the_story_in_order_and_stay_out_of_real_hosts(tmp_path:
     story = ["efifb", "efifb-bind", "efifb-unbind", "gpu-driver", "display-server", "bind", "unbind",
              "module-reload", "vm-create"]
     assert [name for name in names if name in story] == story
+    single_gpu = ["single-gpu-create", "single-gpu-start", "single-gpu-stop", "single-gpu-qemu-fails",
+                  "single-gpu-prepare-fails", "single-gpu-holder"]  # one VM start; failures fail early
+    assert [name for name in names if name.startswith("single-gpu-")] == single_gpu
+    assert names.index("vm-stop") < names.index("single-gpu-create")
     cmdline = tmp_path / "cmdline"
     cmdline.write_text("BOOT_IMAGE=/vmlinuz root=/dev/sda1 intel_iommu=on\n")
     assert not in_the_lab(cmdline)

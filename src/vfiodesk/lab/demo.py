@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ class Step:
 
 STEPS: list[Step] = []
 # Story order; a feature adds its module (vfiodesk/lab/steps/<name>.py) here.
-STEP_MODULES = ("inventory", "framebuffer", "binding", "vm_hook")
+STEP_MODULES = ("inventory", "framebuffer", "binding", "vm_hook", "single_gpu")
 
 
 def step(name: str, title: str) -> Callable[[Callable[[dict[str, object]], StepOutcome]],
@@ -72,12 +73,14 @@ def run_inside(modules: Sequence[str] = STEP_MODULES) -> int:
     failed = 0
     for item in load_steps(modules):
         print(f"--- {item.title}", flush=True)
+        began = time.monotonic()
         try:
             outcome = item.run(state)
         except Exception as exc:  # a demo step's crash is a failed step, reported with its reason
             outcome = StepOutcome(False, f"{type(exc).__name__}: {exc}")
         failed += not outcome.ok
-        record = {"step": item.name, "title": item.title, "ok": outcome.ok, "detail": outcome.detail}
+        record = {"step": item.name, "title": item.title, "ok": outcome.ok, "detail": outcome.detail,
+                  "seconds": round(time.monotonic() - began, 1)}
         print(RESULT_PREFIX + json.dumps(record), flush=True)
     return 1 if failed else 0
 

@@ -46,15 +46,22 @@ VIRSH = ("virsh", "-c", "qemu:///system")
 
 
 def start_libvirtd() -> bool:
-    """virtlogd + libvirtd in the guest (no systemd there); True once virsh answers."""
+    """virtlogd + libvirtd in the guest (no systemd there), unless libvirtd already answers;
+    True once virsh answers. libvirtd's PATH starts with the lab's stand-in programs (its
+    `systemctl`, vfiodesk.lab.display_standin), which the hooks it runs then find."""
     import time
 
+    from vfiodesk.lab.display_standin import BIN_DIR
+
+    if subprocess.run([*VIRSH, "version"], capture_output=True, check=False).returncode == 0:
+        return True
     for directory in ("/var/log/libvirt/qemu", "/var/run/libvirt", "/var/lib/libvirt/qemu/nvram"):
         os.makedirs(directory, exist_ok=True)  # the guest's /var starts empty
     copy_newer_probes(_host_caps_cache(), _GUEST_CAPS_CACHE)
     subprocess.run(["modprobe", "vfio-pci"], check=False)
     subprocess.run(["virtlogd", "-d"], capture_output=True, check=False)
-    subprocess.run(["libvirtd", "-d"], capture_output=True, check=False)
+    subprocess.run(["libvirtd", "-d"], capture_output=True, check=False,
+                   env={**os.environ, "PATH": f"{BIN_DIR}:{os.environ.get('PATH', '')}"})
     for _ in range(100):
         if subprocess.run([*VIRSH, "version"], capture_output=True, check=False).returncode == 0:
             copy_newer_probes(_GUEST_CAPS_CACHE, _host_caps_cache())
