@@ -62,7 +62,7 @@ def results_by_key(result: LabResult, key: str = "step") -> dict[str, Any]:
 SCENARIOS = Path(__file__).parent / "lab_scenarios"
 
 
-def run_scenario(name: str, last_step: str, timeout: float = 900) -> dict[str, Any]:
+def run_scenario(name: str, last_step: str, timeout: float = 2400) -> dict[str, Any]:
     """Run tests/lab_scenarios/NAME.py in the lab; its results by step, all of them or a failure
     showing the guest's output."""
     result = run_lab([sys.executable, str(SCENARIOS / f"{name}.py")], timeout=timeout)

@@ -172,7 +172,9 @@ def run_in_lab(spec: LabSpec, command: Sequence[str] | str, *,
             _kill_group(process)
     seconds = time.monotonic() - started
     if seconds >= timeout:
-        raise VfiodeskError(f"the lab did not finish in {timeout:.0f} s",
+        # A caller that printed nothing (a test) gets the guest's last words in the error.
+        last = "" if on_line else ":\n" + "\n".join(lines[-30:])
+        raise VfiodeskError(f"the lab did not finish in {timeout:.0f} s{last}",
                             "raise the timeout, or look at the output above")
     return LabResult(returncode, "\n".join(lines), seconds)
 
