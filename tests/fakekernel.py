@@ -167,6 +167,11 @@ class FakeRunner(CommandRunner):
         if argv[0] != "modprobe" and stand_in.is_file():
             done = subprocess.run([str(stand_in), *argv[1:]], capture_output=True, text=True,
                                   timeout=timeout, check=False)
+            if check and done.returncode != 0:  # as the real runner
+                from vfiodesk.errors import VfiodeskError
+
+                raise VfiodeskError(f"{' '.join(argv)} failed (exit {done.returncode}): "
+                                    f"{done.stderr.strip()}", "fake")
             return CommandResult(tuple(argv), done.returncode, done.stdout, done.stderr, ran=True)
         if argv[0] == "modprobe" and self.modules is not None:
             names = [argv[-1]]

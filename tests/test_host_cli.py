@@ -11,6 +11,7 @@ import pytest
 
 from tests.cli import run_cli
 from tests.fakehost import FakeHost, ready_host
+from tests.fakekernel import FakeRunner
 from vfiodesk.errors import ExitStatus
 
 GRUB = 'GRUB_DEFAULT=0\n# keep me\nGRUB_CMDLINE_LINUX_DEFAULT="quiet amd_iommu=on"\nGRUB_CMDLINE_LINUX=""\n'
@@ -59,6 +60,23 @@ def test_iommu_apply_history_and_undo(capsys: pytest.CaptureFixture[str], host: 
     undone = run_cli(capsys, "host", "undo", "--root", root)
     assert undone.status == 0 and "restored /etc/default/grub" in undone.stdout
     assert (host.root / "etc/default/grub").read_text() == GRUB
+
+
+def test_a_failed_update_grub_puts_the_file_back_so_running_again_works(
+        capsys: pytest.CaptureFixture[str], host: FakeHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Left written, the second run found "Nothing to change" and update-grub never ran.
+    monkeypatch.setattr("vfiodesk.cli.hostplan.CommandRunner", FakeRunner)
+    root = str(host.root)
+    update_grub = host.file("usr/bin/update-grub", "#!/bin/sh\necho 'grub-probe: no disk' >&2; exit 1\n")
+    update_grub.chmod(0o755)
+    failed = run_cli(capsys, "host", "iommu", "--apply", "--root", root)
+    assert failed.status == 1 and "update-grub failed (exit 1): grub-probe" in failed.stderr
+    assert "nothing was changed (change 0001-iommu was taken back)" in failed.stderr
+    assert (host.root / "etc/default/grub").read_text() == GRUB
+    host.file("usr/bin/update-grub", "#!/bin/sh\nexit 0\n")
+    again = run_cli(capsys, "host", "iommu", "--apply", "--root", root)
+    assert again.status == 0 and "ran: update-grub" in again.stdout, again.stderr
+    assert "quiet intel_iommu=on" in (host.root / "etc/default/grub").read_text()
 
 
 def test_iommu_errors_leave_the_file_untouched(capsys: pytest.CaptureFixture[str], host: FakeHost) -> None:

@@ -10,7 +10,7 @@ import click
 
 from vfiodesk import paths as P
 from vfiodesk.errors import VfiodeskError
-from vfiodesk.hostfiles.editor import apply_plan, with_current
+from vfiodesk.hostfiles.editor import apply_plan, undo_change, with_current
 from vfiodesk.plan.hostconfig.change import HostPlan, decode
 from vfiodesk.runner import CommandRunner
 
@@ -53,16 +53,35 @@ def execute(host: P.HostPaths, plan: HostPlan, apply: bool) -> bool:
     for change in plan.changed_files:
         click.echo(f"wrote /{change.path}")
     runner = CommandRunner(host)
-    for argv in plan.commands:
+    for number, argv in enumerate(plan.commands):
         try:
             runner.run(argv)
         except VfiodeskError as exc:
             if record is None:
                 raise
-            raise VfiodeskError(exc.message, f"the files were written (change {record.id}): fix the cause "
-                                f"and run it again, or undo: vfiodesk host undo {record.id}") from None
+            raise _failed_command(host, plan, record.id, number, exc) from None
         if runner.will_run:
             click.echo(f"ran: {shlex.join(argv)}")
     if record is not None:
         click.echo(f"Recorded as change {record.id}; undo it with: vfiodesk host undo {record.id}")
     return True
+
+
+def _failed_command(host: P.HostPaths, plan: HostPlan, change_id: str, number: int,
+                    exc: VfiodeskError) -> VfiodeskError:
+    """The error for a plan whose command ``number`` failed after its files were written.
+
+    When nothing has run yet, the files are put back: left written, the same command run again
+    would find nothing to change and never run what failed (update-grub, the initramfs)."""
+    if number == 0:
+        try:
+            undo_change(host, change_id)
+        except VfiodeskError as again:
+            return VfiodeskError(f"{exc.message}; putting the files back failed too: {again.message}",
+                                 f"vfiodesk host undo {change_id}")
+        return VfiodeskError(exc.message, f"nothing was changed (change {change_id} was taken back): "
+                                          "fix the cause and run the command again")
+    left = " && ".join(shlex.join(argv) for argv in plan.commands[number:])
+    return VfiodeskError(exc.message, f"the files were written (change {change_id}) and "
+                                      f"{shlex.join(plan.commands[number - 1])} ran: fix the cause and "
+                                      f"run {left}, or undo: vfiodesk host undo {change_id}")
