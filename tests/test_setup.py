@@ -202,6 +202,9 @@ def test_bad_answers_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert result.status == ExitStatus.USAGE and "colour" in result.stderr
     result = run_cli(capsys, "setup", "--dry-run", "--gpu", "zz:00", "--root", str(host.root))
     assert result.status == ExitStatus.USAGE
+    profile.write_text('os = "win7"\n')
+    result = run_cli(capsys, "setup", "--dry-run", "--profile", str(profile), "--root", str(host.root))
+    assert result.status == ExitStatus.USAGE and "win7" in result.stderr
 
 
 @pytest.mark.parametrize(("profile", "message"), [
@@ -237,12 +240,14 @@ def test_profile_answers_and_relative_isos(tmp_path: Path, capsys: pytest.Captur
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     host = _tree(tmp_path / "h")
     profile = tmp_path / "p.toml"
-    profile.write_text('gpu = "01:00"\nmemory = "16G"\niso = "Win10.iso"\nbinding = "libvirt"\n')
+    profile.write_text('gpu = "01:00"\nmemory = "16G"\niso = "Win10.iso"\nbinding = "libvirt"\n'
+                       'os = "win10"\n')
     monkeypatch.chdir(tmp_path)
     steps = plan(capsys, host, "--profile", str(profile), "--memory", "12G")["by_id"]
     command = steps["vm"]["command"]
     assert "--memory 12G" in command and f"--iso {tmp_path}/Win10.iso" in command
     assert "--binding libvirt" in command
+    assert "--os win10" in command  # the seed's Windows 10: no TPM or Secure Boot asked of the VM
 
 
 def test_setup_yes_defines_the_vm_on_a_real_libvirtd(tmp_path: Path, capsys: pytest.CaptureFixture[str],

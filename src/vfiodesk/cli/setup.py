@@ -39,6 +39,7 @@ from vfiodesk.plan.profile import read_profile
 from vfiodesk.plan.setup import (
     BINDING_MODES,
     INPUT_MODES,
+    OS_VERSIONS,
     Answers,
     Applied,
     SetupFacts,
@@ -73,6 +74,8 @@ def _answer_options(function: Any) -> Any:
                      help="Who binds the GPU (default: vfiodesk for NVIDIA, libvirt otherwise)."),
         click.option("--network", help="As vm create: a libvirt network or macvtap:IFACE."),
         click.option("--domain-type", type=click.Choice(["kvm", "qemu"])),
+        click.option("--os", "os_version", type=click.Choice(OS_VERSIONS),
+                     help="As vm create: win11 (default) adds a TPM and Secure Boot, win10 neither."),
         click.option("--passthrough-mode", is_flag=True, default=None, help="Add iommu=pt too."),
         click.option("--input", "input_mode", type=click.Choice(INPUT_MODES),
                      help="Keyboard/mouse sharing [default: synergy]."),
@@ -193,6 +196,7 @@ def _answers(state: SetupState, profile: Path | None, options: dict[str, Any]) -
         values.update(read_profile(profile, Answers))
     options = dict(options)
     options["input"] = options.pop("input_mode", None)
+    options["os"] = options.pop("os_version", None)
     values.update({key: value for key, value in options.items() if value is not None})
     for key in _PATH_ANSWERS:
         if values.get(key):

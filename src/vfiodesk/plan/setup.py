@@ -31,6 +31,7 @@ BINDING_MODES: dict[str, str] = {
                   "initramfs, then a reboot); for cards that misbehave when handed over live",
 }
 INPUT_MODES = ("synergy", "inputleap", "none")
+OS_VERSIONS = ("win11", "win10")  # vm create --os: win11 brings a TPM and Secure Boot, win10 neither
 # Doctor checks that stop setup at the first step; KVM is only advice for --domain-type qemu.
 _HARDWARE_CHECKS = ("iommu-firmware", "vfio-modules", "qemu", "ovmf", "libvirt")
 _KVM_CHECKS = ("cpu-virtualization", "kvm")
@@ -61,6 +62,7 @@ class Answers:
     binding: str | None = None  # None: chosen from the GPU's vendor
     network: str | None = None
     domain_type: str | None = None
+    os: str | None = None  # None: vm create's default (win11)
     passthrough_mode: bool = False
     input: str = "synergy"
     windows_installed: bool = False
@@ -69,6 +71,8 @@ class Answers:
         if self.binding is not None and self.binding not in BINDING_MODES:
             raise InputError(f"unknown binding mode {self.binding!r}",
                              f"use one of {', '.join(BINDING_MODES)}")
+        if self.os is not None and self.os not in OS_VERSIONS:
+            raise InputError(f"unknown Windows version {self.os!r}", f"use one of {', '.join(OS_VERSIONS)}")
         if self.input not in INPUT_MODES:
             raise InputError(f"unknown input mode {self.input!r}", f"use one of {', '.join(INPUT_MODES)}")
         # What vm create checks, checked now: a bad answer stops setup before its first step,
@@ -516,7 +520,8 @@ def _create_command(graph: _Graph, answers: Answers, gpu: _Gpu, binding: str) ->
     options = (("--usb-controller", answers.usb_controller), ("--memory", answers.memory),
                ("--cpus", str(answers.cpus) if answers.cpus else None), ("--disk", disk),
                ("--iso", answers.iso), ("--virtio-iso", answers.virtio_iso),
-               ("--network", answers.network), ("--domain-type", answers.domain_type))
+               ("--network", answers.network), ("--domain-type", answers.domain_type),
+               ("--os", answers.os))
     for option, value in options:
         if value is not None:
             args += [option, value]
