@@ -45,3 +45,6 @@ def test_demo_tells_the_story_through_uefi_and_passes() -> None:
     assert "-vfiodesk-no-such-option" in single["qemu-fails"] and "host as before" in single["qemu-fails"]
     assert single["prepare-fails"] == "refused with the injected fault; desktop running again"
     assert single["holder"].startswith("refused naming pid")
+    # setup --yes made the VM and installed the hook that vfiodesk up then starts.
+    assert "next: windows" in steps["setup"]["detail"]
+    assert "made by setup --yes" in steps["vm-create"]["detail"]

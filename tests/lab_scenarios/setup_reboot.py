@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from vfiodesk.lab.layout import GPU_ADDRESS, GPU_AUDIO_ADDRESS
-from vfiodesk.lab.steps.common import driver_of, start_libvirtd, vfiodesk, virsh
+from vfiodesk.lab.steps.common import driver_of, restart_libvirtd, start_libvirtd, vfiodesk, virsh
 
 NAME = "vfdsetup"
 PAIR = (GPU_ADDRESS, GPU_AUDIO_ADDRESS)
@@ -42,30 +42,19 @@ def status() -> dict[str, object]:
 
 def before(shared: str) -> None:
     ran = vfiodesk("setup", "--yes", "--name", NAME, "--gpu", "01:00", "--binding", "vfiodesk",
-                   "--domain-type", "qemu", "--memory", "256M", "--network", "",
+                   "--domain-type", "qemu", "--os", "win10", "--memory", "256M", "--network", "",
                    "--iso", f"{shared}/win10.iso", "--virtio-iso", f"{shared}/virtio-win.iso",
                    "--disk", f"path=/var/lib/libvirt/images/{NAME}.qcow2,size=64M,format=qcow2")
     emit("setup-before", rc=ran.returncode, out=ran.stdout[-3000:], err=ran.stderr[-2000:],
          groups=os.listdir("/sys/kernel/iommu_groups"), status=status())
 
 
-def restart_libvirtd() -> None:
-    """The guest has no systemd: stop the daemon by its pid file and start it again, so it
-    sees the hook (libvirt looks for hook scripts when it starts)."""
-    with open("/run/libvirtd.pid") as handle:
-        pid = int(handle.read().strip())
-    os.kill(pid, 15)
-    for _ in range(100):
-        if not os.path.exists(f"/proc/{pid}"):
-            break
-        time.sleep(0.1)
-    start_libvirtd()
-
-
 def after() -> None:
     start_libvirtd()
     original = {address: driver_of(address) for address in PAIR}
-    ran = vfiodesk("setup", "--yes")  # every answer comes from the first boot's run
+    # Every answer comes from the first boot's run. The first question to this boot's libvirtd
+    # makes it probe QEMU (minutes under TCG on a busy machine).
+    ran = vfiodesk("setup", "--yes", timeout=1200)
     defined = virsh("dominfo", NAME)
     emit("setup-after", rc=ran.returncode, out=ran.stdout[-3000:], err=ran.stderr[-2000:],
          status=status(), defined=defined.returncode == 0,
@@ -89,6 +78,8 @@ def after() -> None:
 def main() -> None:
     phase, shared = sys.argv[1:3]
     mount(shared)
+    # root's PATH on Debian has /usr/local/sbin (where update-grub's stand-in is); virtme's has not.
+    os.environ["PATH"] = "/usr/local/sbin:" + os.environ["PATH"]
     before(shared) if phase == "before" else after()
 
 

@@ -36,7 +36,7 @@ class Step:
 
 STEPS: list[Step] = []
 # Story order; a feature adds its module (vfiodesk/lab/steps/<name>.py) here.
-STEP_MODULES = ("inventory", "framebuffer", "binding", "vm_hook", "single_gpu", "setup")
+STEP_MODULES = ("inventory", "framebuffer", "binding", "setup", "vm_hook", "single_gpu")
 
 
 def step(name: str, title: str) -> Callable[[Callable[[dict[str, object]], StepOutcome]],

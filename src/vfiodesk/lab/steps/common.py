@@ -17,9 +17,16 @@ from vfiodesk.paths import VAR_CACHE_LIBVIRT_QEMU_CAPS
 
 
 def vfiodesk(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run the vfiodesk CLI in the guest, the way a user types it."""
-    return subprocess.run([sys.executable, "-m", "vfiodesk", *args], capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    """Run the vfiodesk CLI in the guest, the way a user types it; past ``timeout`` it is
+    killed and the result is exit 124 with what it printed until then."""
+    argv = [sys.executable, "-m", "vfiodesk", *args]
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        def text(output: str | bytes | None) -> str:
+            return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
+        return subprocess.CompletedProcess(argv, 124, text(exc.stdout),
+                                           text(exc.stderr) + f"\nkilled after {timeout:.0f} s")
 
 
 def vfiodesk_json(*args: str) -> Any:
@@ -96,6 +103,22 @@ def copy_newer_probes(source: str | None, target: str | None) -> None:
         partial = f"{copy}.{os.getpid()}.partial"
         shutil.copy2(origin, partial)
         os.replace(partial, copy)
+
+
+def restart_libvirtd() -> bool:
+    """Stop libvirtd by its pid file and start it again, so it sees a hook installed after it
+    started (libvirt looks for hook scripts once, when it starts: docs/hooks.html)."""
+    import time
+
+    with contextlib.suppress(OSError, ValueError):
+        with open("/run/libvirtd.pid") as handle:
+            pid = int(handle.read().strip())
+        os.kill(pid, 15)
+        for _ in range(100):
+            if not os.path.exists(f"/proc/{pid}"):
+                break
+            time.sleep(0.1)
+    return start_libvirtd()
 
 
 def virsh(*args: str) -> subprocess.CompletedProcess[str]:
