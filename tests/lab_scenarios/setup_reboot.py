@@ -17,7 +17,14 @@ import time
 from pathlib import Path
 
 from vfiodesk.lab.layout import GPU_ADDRESS, GPU_AUDIO_ADDRESS
-from vfiodesk.lab.steps.common import driver_of, restart_libvirtd, start_libvirtd, vfiodesk, virsh
+from vfiodesk.lab.steps.common import (
+    driver_of,
+    images_on_ext4,
+    restart_libvirtd,
+    start_libvirtd,
+    vfiodesk,
+    virsh,
+)
 
 NAME = "vfdsetup"
 PAIR = (GPU_ADDRESS, GPU_AUDIO_ADDRESS)
@@ -50,6 +57,7 @@ def before(shared: str) -> None:
 
 
 def after() -> None:
+    images_on_ext4()
     start_libvirtd()
     original = {address: driver_of(address) for address in PAIR}
     # Every answer comes from the first boot's run. The first question to this boot's libvirtd
@@ -60,7 +68,7 @@ def after() -> None:
          status=status(), defined=defined.returncode == 0,
          hook=os.path.isfile("/etc/libvirt/hooks/qemu.d/vfiodesk"))
     restart_libvirtd()
-    started = vfiodesk("up", NAME)
+    started = vfiodesk("up", NAME, timeout=900)  # a nested VM under TCG
     time.sleep(2)
     emit("up", rc=started.returncode, err=started.stderr[-2000:],
          drivers={address: driver_of(address) for address in PAIR})

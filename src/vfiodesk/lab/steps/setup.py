@@ -12,7 +12,7 @@ import tempfile
 
 from vfiodesk.lab.demo import StepOutcome, step
 from vfiodesk.lab.layout import GPU_ADDRESS, USB_ADDRESS
-from vfiodesk.lab.steps.common import restart_libvirtd, start_libvirtd, vfiodesk, virsh
+from vfiodesk.lab.steps.common import images_on_ext4, restart_libvirtd, start_libvirtd, vfiodesk, virsh
 
 VM = "vfiodesk-demo"
 HOOK = "/etc/libvirt/hooks/qemu.d/vfiodesk"
@@ -35,6 +35,7 @@ def guided_setup(state: dict[str, object]) -> StepOutcome:
     if not start_libvirtd():  # setup asks libvirt whether the VM exists
         return StepOutcome(False, "libvirtd did not start")
     iso, virtio = fake_isos()
+    images_on_ext4()
     # The lab's only GPU is its host display: naming it is the user's explicit choice.
     ran = vfiodesk("setup", "--yes", "--name", VM, "--gpu", GPU_ADDRESS[5:12], "--usb-controller",
                    USB_ADDRESS, "--binding", "vfiodesk", "--os", "win10", "--domain-type", "qemu",
