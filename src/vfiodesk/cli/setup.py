@@ -39,7 +39,6 @@ from vfiodesk.plan.profile import read_profile
 from vfiodesk.plan.setup import (
     BINDING_MODES,
     INPUT_MODES,
-    OS_VERSIONS,
     Answers,
     Applied,
     SetupFacts,
@@ -74,7 +73,7 @@ def _answer_options(function: Any) -> Any:
                      help="Who binds the GPU (default: vfiodesk for NVIDIA, libvirt otherwise)."),
         click.option("--network", help="As vm create: a libvirt network or macvtap:IFACE."),
         click.option("--domain-type", type=click.Choice(["kvm", "qemu"])),
-        click.option("--os", "os_version", type=click.Choice(OS_VERSIONS),
+        click.option("--os", "os_version", type=click.Choice(["win11", "win10"]),
                      help="As vm create: win11 (default) adds a TPM and Secure Boot, win10 neither."),
         click.option("--passthrough-mode", is_flag=True, default=None, help="Add iommu=pt too."),
         click.option("--input", "input_mode", type=click.Choice(INPUT_MODES),
