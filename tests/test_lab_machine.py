@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.labkit import lab_cli, lab_slot
+from vfiodesk.lab.virtiofs import write_shim
 
 pytestmark = pytest.mark.lab
 
@@ -45,13 +48,20 @@ def assert_default_layout(devices: dict[str, Any]) -> None:
     assert any(d["device_id"] == "100e" and d["driver"] == "e1000" for d in devices["devices"])
 
 
-def test_intel_layout_and_exit_code_propagation() -> None:
-    done = lab_cli("run", "--", "sh", "-c", PROBE + "; exit 7")
+def test_intel_layout_and_exit_code_propagation(tmp_path: Path) -> None:
+    # The guest's root, remounted read-write by root in the guest, still cannot write the host.
+    planted = Path(__file__).parent / f".lab-write-probe-{os.getpid()}"
+    root_probe = (f'mount -o remount,rw / && touch {shlex.quote(str(planted))}; '
+                  'echo "@@ \\"$(findmnt -n -o FSTYPE /)\\""')
+    done = lab_cli("run", "--", "sh", "-c", f"{PROBE}; {root_probe}; exit 7")
     assert done.returncode == 7, done.stderr[-2000:]
-    devices, log = result_lines(done.stdout)
+    devices, log, root_fstype = result_lines(done.stdout)
     assert devices["iommu_enabled"] is True
     assert_default_layout(devices)
     assert any("DMAR: IOMMU enabled" in line for line in log)
+    assert not planted.exists()
+    # QEMU's own C virtiofsd, translated by vfiodesk.lab.virtiofs, where it is installed
+    assert root_fstype == ("virtiofs" if write_shim(tmp_path) else "9p")
 
 
 def test_amd_layout_and_the_bogus_amd_iommu_on() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ from vfiodesk.lab.demo import in_the_lab, load_steps
 from vfiodesk.lab.firmware import find_uefi_firmware
 from vfiodesk.lab.kernel import check_lab_kernel, find_lab_kernel
 from vfiodesk.lab.steps.common import copy_newer_probes
+from vfiodesk.lab.virtiofs import daemon_argv, mount_points_under
 from vfiodesk.paths import HostPaths
 
 
@@ -224,3 +226,36 @@ def test_libvirt_probes_cross_boots_newest_wins_whole(tmp_path: Path) -> None:
     assert not [p for p in (*host.iterdir(), *guest.iterdir()) if p.name.endswith(".partial")]
     copy_newer_probes(None, str(guest))  # no cache named: nothing to do
     copy_newer_probes(str(tmp_path / "missing"), str(guest))
+
+
+def test_mount_points_under_a_view_are_found_with_the_kernels_escapes() -> None:
+    mountinfo = ("22 1 0:21 / / rw - ext4 /dev/vda rw\n"
+                 "40 22 0:5 / /tmp/view rw - ext4 /dev/vda rw\n"
+                 "41 40 0:6 / /tmp/view/proc rw - proc proc rw\n"
+                 "42 40 0:7 / /tmp/view/my\\040disk rw - ext4 /dev/vdb rw\n"
+                 "43 22 0:8 / /tmp/viewer rw - tmpfs tmpfs rw\n")
+    assert mount_points_under(mountinfo, "/tmp/view") == [
+        "/tmp/view", "/tmp/view/proc", "/tmp/view/my disk"]
+
+
+def test_virtme_ngs_options_become_the_c_daemons() -> None:
+    argv = daemon_argv(Path("/usr/lib/qemu/virtiofsd"), "/tmp/s", "/tmp/view", "never")
+    assert argv == ["/usr/lib/qemu/virtiofsd", "--socket-path=/tmp/s", "-o", "source=/tmp/view",
+                    "-o", "cache=none", "-o", "sandbox=chroot"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a mount namespace needs root")
+def test_the_read_only_view_cannot_be_written_and_stays_in_its_namespace(tmp_path: Path) -> None:
+    """The view the guest's root is served from: every mount in it read-only (tmp_path's too),
+    and nothing of it is seen from this namespace."""
+    child = ("import os, sys\n"
+             "from vfiodesk.lab.virtiofs import enter_read_only_view\n"
+             "view = enter_read_only_view('/')\n"
+             "target = view + sys.argv[1] + '/written'\n"
+             "try:\n    open(target, 'x')\nexcept OSError as exc:\n    print(exc.errno)\n"
+             "else:\n    print('wrote', target)\n")
+    done = subprocess.run([sys.executable, "-c", child, str(tmp_path)], capture_output=True,
+                          text=True, check=False)
+    assert done.stdout.strip() == str(errno.EROFS), done.stdout + done.stderr
+    assert not (tmp_path / "written").exists()
+    assert "vfiodesk-lab-root" not in Path("/proc/self/mountinfo").read_text()

@@ -33,6 +33,7 @@ PROC_CPUINFO = "proc/cpuinfo"
 PROC_MEMINFO = "proc/meminfo"
 PROC_MODULES = "proc/modules"
 PROC_MOUNTS = "proc/mounts"
+PROC_SELF_MOUNTINFO = "proc/self/mountinfo"
 PROC_NET_ROUTE = "proc/net/route"
 PROC_SYS_KERNEL_OSRELEASE = "proc/sys/kernel/osrelease"
 DEV_KVM = "dev/kvm"
@@ -84,6 +85,7 @@ OVMF_CANDIDATES = (
     "usr/share/edk2-ovmf/x64/OVMF_CODE.fd",  # older Arch
     "usr/share/qemu/ovmf-x86_64-code.bin",  # openSUSE
 )
+QEMU_C_VIRTIOFSD = "usr/lib/qemu/virtiofsd"  # QEMU <= 7.2 ships its C virtio-fs daemon here
 BIN_DIRS = ("usr/bin", "usr/sbin", "bin", "sbin", "usr/local/bin", "usr/local/sbin")
 PCI_IDS_CANDIDATES = (
     "usr/share/hwdata/pci.ids",

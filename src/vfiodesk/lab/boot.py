@@ -24,6 +24,7 @@ from vfiodesk.errors import InputError, VfiodeskError
 from vfiodesk.lab.firmware import FIRMWARES, Firmware, find_uefi_firmware
 from vfiodesk.lab.kernel import check_lab_kernel, find_lab_kernel
 from vfiodesk.lab.layout import IOMMU_KERNEL_ARGS, IOMMU_KINDS, IommuKind, qemu_args
+from vfiodesk.lab.virtiofs import write_shim
 from vfiodesk.model.sizes import MIB, parse_size
 
 _SETUP_HINT = "run `vfiodesk lab setup` to install the lab's packages"
@@ -152,6 +153,9 @@ def run_in_lab(spec: LabSpec, command: Sequence[str] | str, *,
     with tempfile.TemporaryDirectory(prefix="vfiodesk-lab-", dir=_shared_tmp()) as workdir, \
             _signals_unwind():
         spec = with_lab_cache(spec, lab_cache_dir())
+        shim = write_shim(Path(workdir, "bin"))
+        if shim is not None:  # virtme-ng shares the root over virtio-fs instead of 9p
+            env["PATH"] = f"{shim}:{env['PATH']}"
         script = write_guest_script(Path(workdir), command, spec.env)
         argv = build_vng_argv(spec, kernel, script)
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
