@@ -18,7 +18,7 @@ from vfiodesk.lab.boot import LAB_CACHE_ENV, LabSpec, build_vng_argv, with_lab_c
 from vfiodesk.lab.demo import in_the_lab, load_steps
 from vfiodesk.lab.firmware import find_uefi_firmware
 from vfiodesk.lab.kernel import check_lab_kernel, find_lab_kernel
-from vfiodesk.lab.steps.common import copy_newer_probes
+from vfiodesk.lab.steps.common import copy_newer_probes, no_network_autostart
 from vfiodesk.lab.virtiofs import daemon_argv, mount_points_under
 from vfiodesk.paths import HostPaths
 
@@ -259,3 +259,13 @@ def test_the_read_only_view_cannot_be_written_and_stays_in_its_namespace(tmp_pat
     assert done.stdout.strip() == str(errno.EROFS), done.stdout + done.stderr
     assert not (tmp_path / "written").exists()
     assert "vfiodesk-lab-root" not in Path("/proc/self/mountinfo").read_text()
+
+
+def test_the_guests_libvirtd_autostarts_no_network(tmp_path: Path) -> None:
+    autostart = tmp_path / "autostart"
+    autostart.mkdir()
+    (autostart / "default.xml").symlink_to(tmp_path / "default.xml")
+    (tmp_path / "default.xml").write_text("<network/>")
+    no_network_autostart(str(autostart))
+    no_network_autostart(str(tmp_path / "missing"))
+    assert list(autostart.iterdir()) == [] and (tmp_path / "default.xml").exists()

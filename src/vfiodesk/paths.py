@@ -43,6 +43,7 @@ DEV_DRI = "dev/dri"
 ETC_OS_RELEASE = "etc/os-release"
 ETC_GROUP = "etc/group"
 ETC_LIBVIRT_HOOKS = "etc/libvirt/hooks"
+ETC_LIBVIRT_NETWORKS_AUTOSTART = "etc/libvirt/qemu/networks/autostart"
 LIB_MODULES = "lib/modules"
 RUN_VFIODESK = "run/vfiodesk"
 RUN_LIBVIRT_QEMU = "run/libvirt/qemu"  # <domain>.pid of each running QEMU
