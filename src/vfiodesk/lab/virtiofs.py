@@ -30,14 +30,16 @@ _CLONE_NEWNS = 0x00020000  # <linux/sched.h>
 _SOCKET_WAIT_S = 10.0
 
 
+_DAEMON = Path("/", P.QEMU_C_VIRTIOFSD)
+
+
 def c_daemon() -> Path | None:
     """QEMU's C virtiofsd, where it is the one installed (it has no --shared-dir option)."""
-    daemon = Path("/", P.QEMU_C_VIRTIOFSD)
-    if not os.access(daemon, os.X_OK):
+    if not os.access(_DAEMON, os.X_OK):
         return None
-    usage = subprocess.run([str(daemon), "--help"], capture_output=True, text=True, check=False)
+    usage = subprocess.run([str(_DAEMON), "--help"], capture_output=True, text=True, check=False)
     text = usage.stdout + usage.stderr
-    return daemon if "-o source=" in text and "--shared-dir" not in text else None
+    return _DAEMON if "-o source=" in text and "--shared-dir" not in text else None
 
 
 def write_shim(directory: Path) -> Path | None:
@@ -117,9 +119,10 @@ def enter_read_only_view(source: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    daemon = c_daemon()
-    if daemon is None:
-        print("virtiofsd: QEMU's virtiofsd is not installed", file=sys.stderr)
+    # write_shim checked the daemon's kind once; virtme-ng calls this shim several times per boot.
+    daemon = _DAEMON
+    if not os.access(daemon, os.X_OK):
+        print(f"virtiofsd: {daemon} is not installed", file=sys.stderr)
         return 1
     if argv[:1] in (["--version"], ["-V"]):
         return subprocess.run([str(daemon), "--version"], check=False).returncode
