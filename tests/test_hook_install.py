@@ -112,8 +112,9 @@ def test_the_copy_is_byte_compiled_and_never_runs_stale_byte_code(
 
 # All that an idle prepare imports, beyond what `python -I -S` has loaded at start: the hook's
 # own small modules and the interpreter's expat (no lxml, no collections, no typing).
-IDLE_PREPARE_MODULES = ["__future__", "pyexpat", "pyexpat.errors", "pyexpat.model", "vfiodesk", "vfiodesk.domxml", "vfiodesk.domxml.namespace",
-                        "vfiodesk.hook", "vfiodesk.hook.idle", "vfiodesk.hook.run"]
+IDLE_PREPARE_MODULES = ["__future__", "pyexpat", "pyexpat.errors", "pyexpat.model", "vfiodesk",
+                        "vfiodesk.domxml", "vfiodesk.domxml.namespace", "vfiodesk.hook", "vfiodesk.hook.idle",
+                        "vfiodesk.hook.run"]
 
 
 def test_a_vm_with_nothing_to_bind_loads_no_binding_code(copy_of: FakeHost) -> None:

@@ -18,7 +18,7 @@ from vfiodesk.errors import InputError, RefusedError, VfiodeskError
 from vfiodesk.host.cpu import read_cpu_topology
 from vfiodesk.host.firmware import read_firmware_descriptors
 from vfiodesk.host.pci import read_pci_device, scan_pci_devices
-from vfiodesk.host.system import read_cpuinfo
+from vfiodesk.host.system import read_cpuinfo, read_direct_io_support
 from vfiodesk.host.usage import HostUsage
 from vfiodesk.host.varstore import find_secure_boot_firmware
 from vfiodesk.hostfiles.varstore import apply_2023_keys
@@ -102,6 +102,18 @@ def _check_local_files(host: HostPaths, request: VmRequest, uri: str | None) -> 
     for label, path in (("--iso", request.iso), ("--virtio-iso", request.virtio_iso)):
         if path and not os.path.isfile(host(path.lstrip("/"))):
             raise InputError(f"{label} {path} does not exist", "give the path of the ISO file")
+
+
+def _check_direct_io(host: HostPaths, path: str | None, uri: str | None) -> None:
+    """The disk gets cache='none', so QEMU opens it with O_DIRECT; on a file system that refuses
+    that, the VM would fail only at its first start, with QEMU's bare "Invalid argument"."""
+    if path is None or path.startswith("/dev/") or not _is_local(uri):
+        return  # block devices take O_DIRECT; a remote host's files are not ours to open
+    if read_direct_io_support(host(path.lstrip("/"))) is False:
+        raise InputError(f"disk {path} is on a file system without direct I/O (O_DIRECT), which the "
+                         "disk's cache='none' needs: QEMU would refuse to open it",
+                         "put the disk on ext4, xfs or btrfs (tmpfs takes O_DIRECT from Linux 6.6 on), "
+                         "or a block device")
 
 
 @vm.command()
@@ -189,6 +201,7 @@ def create(name: str, profile: Path | None, print_xml: bool, force: bool, uri: s
         elif disk is not None and disk.pool is not None and disk.volume is not None:
             volume, path = virt.create_volume(conn, disk.pool, disk.volume, disk.size, disk.format)
         try:
+            _check_direct_io(host, path, uri)
             doc = plan_tuning(new_domain(request, domain_type), request, plan, passed, path,
                               disk.format if disk else "raw", features)
             # Networks first: a missing network must fail before anything is defined.

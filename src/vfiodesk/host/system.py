@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 
@@ -60,6 +61,21 @@ def find_program(host: P.HostPaths, name: str) -> str | None:
         if os.path.isfile(path) or os.path.islink(path):
             return "/" + os.path.join(directory, name)
     return None
+
+
+def read_direct_io_support(path: str | os.PathLike[str]) -> bool | None:
+    """Whether the file system holding the file ``path`` opens it with O_DIRECT (what QEMU does
+    for a disk with cache='none'); None when it cannot tell (no such file, no permission).
+
+    open(2): EINVAL "The filesystem does not support the O_DIRECT flag" (tmpfs before Linux 6.6,
+    ramfs, procfs, some FUSE file systems). O_NONBLOCK: a FIFO in the path never blocks.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        return False if exc.errno == errno.EINVAL else None
+    os.close(fd)
+    return True
 
 
 def find_ovmf(host: P.HostPaths) -> list[str]:
