@@ -33,6 +33,14 @@ def test_tune_on_a_vfiodesk_made_vm_changes_nothing(steps: dict[str, Any]) -> No
     assert tune["managed"] and set(tune["managed"]) == {"no"}, tune["managed"]
 
 
+def test_a_new_disk_on_a_tmpfs_without_direct_io_is_refused_and_taken_back(steps: dict[str, Any]) -> None:
+    disk = steps["tmpfs-disk"]
+    if disk["direct"]:
+        pytest.skip("this lab kernel's tmpfs takes O_DIRECT (Linux 6.6 and later)")
+    assert disk["rc"] == 2 and "without direct I/O (O_DIRECT)" in disk["err"], disk["err"]
+    assert disk["left"] == [] and "vfdlab-tmpfs" not in disk["pools"] and not disk["defined"]
+
+
 def test_start_hands_the_gpu_and_usb_to_the_running_vm(steps: dict[str, Any]) -> None:
     start = steps["start"]
     assert start["rc"] == 0, start["err"]

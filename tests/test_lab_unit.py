@@ -124,7 +124,8 @@ def test_demo_steps_tell_the_story_in_order_and_stay_out_of_real_hosts(tmp_path:
              "module-reload", "vm-create"]
     assert [name for name in names if name in story] == story
     single_gpu = ["single-gpu-create", "single-gpu-start", "single-gpu-stop", "single-gpu-qemu-fails",
-                  "single-gpu-prepare-fails", "single-gpu-holder"]  # one VM start; failures fail early
+                  "single-gpu-prepare-fails", "single-gpu-holder",  # one VM start; failures fail early
+                  "single-gpu-daemon-killed", "single-gpu-restore"]  # last: they kill libvirtd
     assert [name for name in names if name.startswith("single-gpu-")] == single_gpu
     assert names.index("vm-stop") < names.index("single-gpu-create")
     cmdline = tmp_path / "cmdline"

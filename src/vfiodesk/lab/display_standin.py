@@ -22,6 +22,12 @@ CARD = "/dev/dri/card0"
 # The display server: card0 on fd 3; on TERM a subshell keeps fd 3 one second longer.
 _SERVER = f"exec 3<>{CARD}; trap '(sleep 1) & exit 0' TERM; while :; do sleep 0.2; done"
 
+def env_with_systemctl() -> dict[str, str]:
+    """This process's environment with the stand-in ``systemctl`` first on PATH: what libvirtd
+    (and the hooks it runs) and a user's shell find, as on a host with systemd."""
+    return {**os.environ, "PATH": f"{BIN_DIR}:{os.environ.get('PATH', '')}"}
+
+
 _SYSTEMCTL = f"""#!/bin/sh
 # The lab's systemctl (vfiodesk.lab.display_standin): only {UNIT} exists here.
 pidfile={PID_FILE}

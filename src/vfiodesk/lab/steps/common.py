@@ -16,12 +16,13 @@ from vfiodesk.lab.boot import LAB_CACHE_ENV
 from vfiodesk.paths import ETC_LIBVIRT_NETWORKS_AUTOSTART, VAR_CACHE_LIBVIRT_QEMU_CAPS
 
 
-def vfiodesk(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def vfiodesk(*args: str, timeout: float = 300,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the vfiodesk CLI in the guest, the way a user types it; past ``timeout`` it is
     killed and the result is exit 124 with what it printed until then."""
     argv = [sys.executable, "-m", "vfiodesk", *args]
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, env=env)
     except subprocess.TimeoutExpired as exc:
         def text(output: str | bytes | None) -> str:
             return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
@@ -58,7 +59,7 @@ def start_libvirtd() -> bool:
     `systemctl`, vfiodesk.lab.display_standin), which the hooks it runs then find."""
     import time
 
-    from vfiodesk.lab.display_standin import BIN_DIR
+    from vfiodesk.lab.display_standin import env_with_systemctl
 
     if subprocess.run([*VIRSH, "version"], capture_output=True, check=False).returncode == 0:
         return True
@@ -68,8 +69,7 @@ def start_libvirtd() -> bool:
     no_network_autostart()
     subprocess.run(["modprobe", "vfio-pci"], check=False)
     subprocess.run(["virtlogd", "-d"], capture_output=True, check=False)
-    subprocess.run(["libvirtd", "-d"], capture_output=True, check=False,
-                   env={**os.environ, "PATH": f"{BIN_DIR}:{os.environ.get('PATH', '')}"})
+    subprocess.run(["libvirtd", "-d"], capture_output=True, check=False, env=env_with_systemctl())
     for _ in range(100):
         if subprocess.run([*VIRSH, "version"], capture_output=True, check=False).returncode == 0:
             copy_newer_probes(_GUEST_CAPS_CACHE, _host_caps_cache())

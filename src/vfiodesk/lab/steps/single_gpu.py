@@ -5,6 +5,7 @@ unit, and the hook hands the GPU to the VM and always gives the desktop back."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -189,3 +190,77 @@ def single_gpu_holder(state: dict[str, object]) -> StepOutcome:
     ok = started.returncode != 0 and named and now == before
     return StepOutcome(ok, f"refused naming pid {stray.pid}; desktop back" if ok
                        else f"rc {started.returncode} {started.stderr[-300:]}: " + _changes(before, now))
+
+
+def _start_and_kill(watchdog_too: bool) -> tuple[dict[str, object], str]:
+    """Start the VM, then SIGKILL libvirtd first (alive, it would see QEMU exit and run release
+    itself), QEMU, and with ``watchdog_too`` the watchdog prepare started: no release can come.
+    Returns the host while the VM ran, and what went wrong ("" when all was killed)."""
+    started = virsh("start", VM)
+    time.sleep(2)
+    during = host_display()
+    try:
+        daemon, qemu = int(_read("/run/libvirtd.pid")), int(_read(f"/run/libvirt/qemu/{VM}.pid"))
+    except (OSError, ValueError) as exc:
+        return during, f"rc {started.returncode} {started.stderr.strip()[-200:]}; {exc}"
+    watchdogs = _watchdog_pids() if watchdog_too else []
+    if watchdog_too and not watchdogs:
+        return during, "no watchdog process runs for the VM"
+    for pid in (*watchdogs, daemon, qemu):
+        os.kill(pid, signal.SIGKILL)
+    return during, ""
+
+
+def _watchdog_pids() -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if b"vfiodesk.binding.watchdog" in argv and VM.encode() in argv:
+            found.append(int(name))
+    return found
+
+
+@step("single-gpu-daemon-killed", "libvirtd killed, then QEMU: the watchdog gives the desktop back")
+def single_gpu_daemon_killed(state: dict[str, object]) -> StepOutcome:
+    """The watchdog that prepare started sees QEMU gone and gives the display back; the libvirtd
+    started afterwards finds the domain dead and runs its late release: nothing left to do."""
+    log_from = len(handoff_log())
+    during, problem = _start_and_kill(watchdog_too=False)
+    if problem:
+        return StepOutcome(False, problem)
+    before = _before(state)
+    now = wait_for_display(before, seconds=60)
+    fired = [line for line in handoff_log()[log_from:] if "exited and no release followed" in line]
+    restarted = start_libvirtd()
+    after = wait_for_display(before)
+    domain_state = virsh("domstate", VM).stdout.strip()
+    ok = (during["gpu"] == "vfio-pci" and now == before and bool(fired) and restarted and after == before
+          and domain_state == "shut off")
+    return StepOutcome(ok, f"{fired[0][20:]}; libvirtd restarted, {VM} {domain_state}, desktop still back"
+                       if ok else f"libvirtd {'restarted' if restarted else 'did not restart'}, {VM} "
+                       f"{domain_state}: " + _changes(before, after))
+
+
+@step("single-gpu-restore", "libvirtd, QEMU and the watchdog killed: restore --all gives it all back")
+def single_gpu_restore(state: dict[str, object]) -> StepOutcome:
+    """The README's way back from SSH when nothing else will run."""
+    during, problem = _start_and_kill(watchdog_too=True)
+    if problem:
+        return StepOutcome(False, problem)
+    time.sleep(8)  # longer than the watchdog's grace: nothing gives the display back by itself
+    stranded = host_display()
+    restored = vfiodesk("restore", "--all", env=display_standin.env_with_systemctl())  # a user's shell
+    before = _before(state)
+    now = wait_for_display(before)
+    restarted = start_libvirtd()
+    after = wait_for_display(before)
+    ok = (during["gpu"] == stranded["gpu"] == "vfio-pci" and stranded["handoff_pending"] is True
+          and restored.returncode == 0 and now == before and restarted and after == before)
+    return StepOutcome(ok, f"stranded on vfio-pci with the desktop stopped; restore --all: "
+                       f"{(restored.stdout.strip().splitlines() or ['?'])[-1]}" if ok else
+                       f"stranded: {stranded}; restore rc {restored.returncode} "
+                       f"{(restored.stderr or restored.stdout).strip()[-200:]}: " + _changes(before, after))
