@@ -3,6 +3,8 @@ systems without direct I/O in vm create."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import subprocess
 import uuid
@@ -114,27 +116,29 @@ def test_relative_isos_resolve_against_the_current_directory(tmp_path: Path, hos
     assert missing.status == ExitStatus.USAGE and f"{work}/nope.iso does not exist" in missing.stderr
 
 
-@pytest.fixture
-def ramfs(tmp_path: Path) -> Iterator[Path]:
-    """A real file system that refuses O_DIRECT in every kernel (tmpfs takes it from 6.6 on)."""
-    mount = tmp_path / "ramfs"
+@contextlib.contextmanager
+def ramfs_at(mount: Path) -> Iterator[Path]:
+    """A real file system that refuses O_DIRECT in every kernel (tmpfs takes it from 6.6 on),
+    mounted on the new directory ``mount`` (as root: the suite's libvirtd and lab need it too)."""
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "ramfs", "ramfs", str(mount)], capture_output=True, text=True,
-                          check=False)
-    if done.returncode:
-        pytest.skip(f"cannot mount a ramfs here: {done.stderr.strip()}")
+    subprocess.run(["mount", "-t", "ramfs", "ramfs", str(mount)], check=True)
     try:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_direct_io_probe_on_real_file_systems(ramfs: Path, tmp_path: Path) -> None:
-    (ramfs / "w.raw").write_bytes(bytes(4096))
-    assert read_direct_io_support(str(ramfs / "w.raw")) is False
+def test_direct_io_probe_on_real_file_systems(tmp_path: Path) -> None:
+    with ramfs_at(tmp_path / "ramfs") as ramfs:
+        (ramfs / "w.raw").write_bytes(bytes(4096))
+        assert read_direct_io_support(str(ramfs / "w.raw")) is False
     # The checkout's own file system (the disk the project lives on) takes O_DIRECT.
     assert read_direct_io_support(__file__) is True
     assert read_direct_io_support(str(tmp_path / "missing.raw")) is None
+    # Not regular files: ext4 refuses O_DIRECT on them too, which says nothing of a disk there.
+    os.mkfifo(tmp_path / "fifo")
+    assert read_direct_io_support(str(tmp_path / "fifo")) is None
+    assert read_direct_io_support(str(tmp_path)) is None
 
 
 @pytest.mark.libvirt
@@ -142,21 +146,18 @@ def test_a_disk_on_a_file_system_without_direct_io_is_refused_before_anything_is
         tmp_path: Path, libvirtd: str, capsys: pytest.CaptureFixture[str]) -> None:
     host = ready_host(tmp_path / "host")
     write_topology(host.root, intel_4c8t())
-    images = host.root / "images"
-    images.mkdir()
-    subprocess.run(["mount", "-t", "ramfs", "ramfs", str(images)], check=True)
     name = f"vfiodesk-test-{uuid.uuid4().hex[:8]}"
-    try:
-        (images / "w.raw").write_bytes(bytes(1 << 20))
-        result = run_cli(capsys, "vm", "create", name, "--root", str(host.root), "--connect", libvirtd,
-                         "--domain-type", "qemu", "--memory", "256M", "--network", "", "--os", "win10",
-                         "--disk", "/images/w.raw")
-        assert result.status == ExitStatus.USAGE, result.stderr
-        assert "disk /images/w.raw is on a file system without direct I/O (O_DIRECT)" in result.stderr
-        assert "hint: put the disk on ext4, xfs or btrfs" in result.stderr
-        listed = subprocess.run(["virsh", "-c", libvirtd, "list", "--all", "--name"], capture_output=True,
-                                text=True, check=True).stdout.split()
-        assert name not in listed and (images / "w.raw").stat().st_size == 1 << 20
-    finally:
-        subprocess.run(["virsh", "-c", libvirtd, "undefine", name], capture_output=True, check=False)
-        subprocess.run(["umount", "-l", str(images)], check=False)
+    with ramfs_at(host.root / "images") as images:
+        try:
+            (images / "w.raw").write_bytes(bytes(1 << 20))
+            result = run_cli(capsys, "vm", "create", name, "--root", str(host.root), "--connect", libvirtd,
+                             "--domain-type", "qemu", "--memory", "256M", "--network", "", "--os", "win10",
+                             "--disk", "/images/w.raw")
+            assert result.status == ExitStatus.USAGE, result.stderr
+            assert "disk /images/w.raw is on a file system without direct I/O (O_DIRECT)" in result.stderr
+            assert "hint: put the disk on ext4, xfs or btrfs" in result.stderr
+            listed = subprocess.run(["virsh", "-c", libvirtd, "list", "--all", "--name"],
+                                    capture_output=True, text=True, check=True).stdout.split()
+            assert name not in listed and (images / "w.raw").stat().st_size == 1 << 20
+        finally:
+            subprocess.run(["virsh", "-c", libvirtd, "undefine", name], capture_output=True, check=False)

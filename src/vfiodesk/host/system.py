@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from dataclasses import dataclass
 
 from vfiodesk import paths as P
@@ -64,13 +65,17 @@ def find_program(host: P.HostPaths, name: str) -> str | None:
 
 
 def read_direct_io_support(path: str | os.PathLike[str]) -> bool | None:
-    """Whether the file system holding the file ``path`` opens it with O_DIRECT (what QEMU does
-    for a disk with cache='none'); None when it cannot tell (no such file, no permission).
+    """Whether the file system holding the regular file ``path`` opens it with O_DIRECT (what
+    QEMU does for a disk with cache='none'); None when it cannot tell (no such file, not a
+    regular file, no permission).
 
     open(2): EINVAL "The filesystem does not support the O_DIRECT flag" (tmpfs before Linux 6.6,
-    ramfs, procfs, some FUSE file systems). O_NONBLOCK: a FIFO in the path never blocks.
+    ramfs, procfs, some FUSE file systems). A directory or FIFO gets EINVAL on ext4 too, so only
+    a regular file's EINVAL speaks for its file system; O_NONBLOCK: a FIFO never blocks the open.
     """
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
         fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         return False if exc.errno == errno.EINVAL else None
