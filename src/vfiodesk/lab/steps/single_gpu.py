@@ -56,8 +56,9 @@ def wait_for_display(expected: dict[str, object], seconds: float = 30) -> dict[s
 
 
 def handoff_log() -> list[str]:
+    """handoff.log's lines as "VM: what was done", without their timestamps (binding/handoff.py)."""
     try:
-        return _read(f"{RUN}/handoff.log").splitlines()
+        return [line.partition(" ")[2] for line in _read(f"{RUN}/handoff.log").splitlines()]
     except OSError:
         return []
 
@@ -72,7 +73,7 @@ def _changes(before: dict[str, object], after: dict[str, object]) -> str:
     """What differs from the host as it was, and the hand-off log's last lines (why)."""
     changed = ", ".join(f"{key}: {before.get(key)} -> {value}" for key, value in after.items()
                         if before.get(key) != value) or "nothing changed"
-    return f"{changed}; log: {' | '.join(line[20:] for line in handoff_log()[-5:])}"
+    return f"{changed}; log: {' | '.join(handoff_log()[-5:])}"
 
 
 @step("single-gpu-create", "vm create --single-gpu: the only GPU, with a desktop holding card0")
@@ -240,7 +241,7 @@ def single_gpu_daemon_killed(state: dict[str, object]) -> StepOutcome:
     domain_state = virsh("domstate", VM).stdout.strip()
     ok = (during["gpu"] == "vfio-pci" and now == before and bool(fired) and restarted and after == before
           and domain_state == "shut off")
-    return StepOutcome(ok, f"{fired[0][20:]}; libvirtd restarted, {VM} {domain_state}, desktop still back"
+    return StepOutcome(ok, f"{fired[0]}; libvirtd restarted, {VM} {domain_state}, desktop still back"
                        if ok else f"libvirtd {'restarted' if restarted else 'did not restart'}, {VM} "
                        f"{domain_state}: " + _changes(before, after))
 
